@@ -1,0 +1,163 @@
+"""The ``modelgate`` command.
+
+Exit codes: 0 the gate passed, 1 it failed (a finding at or above ``fail_on``, an unreadable
+or unsafe model, a budget exceeded), 2 modelgate could not run (usage or config error).
+Only the standard library is imported at start-up, so ``--help`` and ``--version`` are instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+
+from modelgate import __version__
+
+EXIT_PASS, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="modelgate",
+        description="Lint and gate machine-learning models before they ship to a device.",
+        epilog="exit codes: 0 passed, 1 failed, 2 usage or config error",
+    )
+    parser.add_argument("--version", action="version", version=f"modelgate {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    check = sub.add_parser("check", help="check model files (the gate)")
+    check.add_argument("paths", nargs="+", metavar="PATH", help="model files or folders")
+    check.add_argument("--config", help="config file (default: modelgate.yaml, or "
+                       "[tool.modelgate] in pyproject.toml, nearest upward)")
+    check.add_argument("--format", choices=["text", "json"], default="text")
+    check.add_argument("--output", "-o", help="write the report to this file instead of stdout")
+    check.add_argument("--target", action="append", choices=["coreml", "onnx"],
+                       help="converter the model must pass (repeatable; default from config)")
+    check.add_argument("--input-shape", action="append", default=[], metavar="NAME=1x3x224x224",
+                       help="input shape where the model records none (repeatable)")
+    check.add_argument("--select", help="only these rules (comma-separated ids or names)")
+    check.add_argument("--ignore", help="skip these rules (comma-separated ids or names)")
+    check.add_argument("--fail-on", choices=["error", "warning", "info"],
+                       help="lowest severity that fails the gate (default: error)")
+    check.add_argument("--color", choices=["auto", "always", "never"], default="auto")
+
+    sub.add_parser("rules", help="list the rules")
+    rule = sub.add_parser("rule", help="print a rule's documentation")
+    rule.add_argument("rule", metavar="RULE", help="rule id or name, e.g. MG001")
+    sub.add_parser("schema", help="print the config JSON Schema")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # argparse exits 2 on usage errors, 0 for --help/--version
+        return int(exc.code or 0)
+    if args.command is None:
+        parser.print_help()
+        return EXIT_USAGE
+    if args.command == "rules":
+        return _rules()
+    if args.command == "rule":
+        return _rule(args.rule)
+    if args.command == "schema":
+        return _schema()
+    return _check(args)
+
+
+def _rules() -> int:
+    from modelgate.registry import documentation
+    from modelgate.rules import REGISTRY
+
+    for module in REGISTRY:
+        summary = documentation(module).splitlines()[0]
+        print(f"{module.ID}  {module.NAME:<26} {module.SEVERITY:<8} {summary}")
+    return EXIT_PASS
+
+
+def _rule(key: str) -> int:
+    from modelgate.registry import UnknownRule, documentation
+    from modelgate.rules import REGISTRY
+
+    try:
+        module = REGISTRY.get(key)
+    except UnknownRule as exc:
+        print(f"modelgate: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    print(f"# {module.ID} {module.NAME}\n")
+    print(f"Default severity: {module.SEVERITY}\n")
+    print(documentation(module))
+    return EXIT_PASS
+
+
+def _schema() -> int:
+    from importlib import resources
+
+    print(resources.files("modelgate").joinpath("schema.json").read_text("utf-8"), end="")
+    return EXIT_PASS
+
+
+def _split(text: str | None) -> list[str]:
+    return [part.strip() for part in (text or "").split(",") if part.strip()]
+
+
+def _check(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
+    from modelgate import config as cfg
+    from modelgate import engine
+    from modelgate.registry import UnknownRule
+    from modelgate.reporters import render
+    from modelgate.rules import REGISTRY
+
+    try:
+        config = cfg.load(args.config)
+        cli_inputs = tuple(cfg.parse_input_shape(s) for s in args.input_shape)
+        rules = dict(config.rules)
+        selected = {REGISTRY.get(k).ID for k in _split(args.select)}
+        for key in _split(args.ignore):
+            rules[REGISTRY.get(key).ID] = cfg.RuleSetting(enabled=False)
+        if selected:
+            for module in REGISTRY:
+                if module.ID not in selected:
+                    rules[module.ID] = cfg.RuleSetting(enabled=False)
+        config = replace(
+            config,
+            rules=rules,
+            targets=tuple(args.target) if args.target else config.targets,
+            fail_on=args.fail_on or config.fail_on,
+        )
+    except cfg.ConfigError as exc:
+        print(f"modelgate: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except UnknownRule as exc:
+        print(f"modelgate: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+
+    missing = [p for p in args.paths if not os.path.exists(p)]
+    if missing:
+        print(f"modelgate: no such file or folder: {missing[0]}", file=sys.stderr)
+        return EXIT_USAGE
+    paths = engine.expand_paths(args.paths)
+    if not paths:
+        print("modelgate: no model files found", file=sys.stderr)
+        return EXIT_USAGE
+
+    report = engine.run(paths, config, cli_inputs)
+    color = args.color == "always" or (
+        args.color == "auto" and args.output is None and sys.stdout.isatty()
+        and "NO_COLOR" not in os.environ
+    )  # fmt: skip
+    text = render(report, args.format, color=color)
+    if args.output:
+        try:
+            with open(args.output, "w", encoding="utf-8") as fh:
+                fh.write(text)
+        except OSError as exc:
+            print(f"modelgate: cannot write {args.output}: {exc.strerror}", file=sys.stderr)
+            return EXIT_USAGE
+    else:
+        sys.stdout.write(text)
+    return EXIT_PASS if report.passed else EXIT_FAIL

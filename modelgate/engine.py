@@ -1,0 +1,219 @@
+"""The pipeline: file -> loader -> graph view -> rules -> findings -> report.
+
+Rules never see the config as a whole: the engine hands each its options (with the run's
+``targets``), stamps id, name and severity on what it yields, applies per-file ignores, and
+decides whether the model passed.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from modelgate import loaders
+from modelgate.config import Config, InputSpec
+from modelgate.finding import Finding, Problem, severity_rank
+from modelgate.graph import ModelGraph, ValueInfo
+from modelgate.report import ModelReport, Report
+from modelgate.rule import Skip
+
+# What a directory walk picks up; files named explicitly are read whatever their name.
+MODEL_SUFFIXES = (
+    ".pt", ".pth", ".pt2", ".ckpt", ".bin", ".onnx", ".safetensors", ".torchscript", ".ptl",
+    ".pkl", ".pickle", ".model",
+)  # fmt: skip
+
+
+def expand_paths(paths: Iterable[str]) -> list[str]:
+    """Files as given, and model files (by suffix) under folders, in a stable order."""
+    out: list[str] = []
+    for path in paths:
+        if os.path.isdir(path):
+            found = []
+            for folder, dirs, files in os.walk(path):
+                dirs[:] = sorted(d for d in dirs if not d.startswith(".") and d != "node_modules")
+                found.extend(
+                    os.path.join(folder, f) for f in files if f.lower().endswith(MODEL_SUFFIXES)
+                )
+            out.extend(sorted(found))
+        else:
+            out.append(path)
+    seen: set[str] = set()
+    return [p for p in out if not (p in seen or seen.add(p))]  # type: ignore[func-returns-value]
+
+
+def display_path(path: str) -> str:
+    """Relative to the working directory when inside it (what annotations and globs use)."""
+    absolute = os.path.abspath(path)
+    cwd = os.getcwd()
+    if absolute.startswith(cwd + os.sep):
+        return os.path.relpath(absolute, cwd).replace(os.sep, "/")
+    return path
+
+
+def apply_inputs(graph: ModelGraph, specs: tuple[InputSpec, ...], source: str | None) -> None:
+    """Input shapes from config or CLI win over the model's own, matched by name or position."""
+    if not specs:
+        return
+    names = [v.name for v in graph.inputs]
+    for position, spec in enumerate(specs):
+        value = ValueInfo(spec.name or f"input_{position}", spec.shape, spec.dtype)
+        if spec.name in names:
+            index: int | None = names.index(spec.name)
+        else:
+            index = position if position < len(graph.inputs) else None
+        if index is None:
+            graph.inputs.append(value)
+        else:
+            value.name = graph.inputs[index].name  # keep the model's own name
+            graph.inputs[index] = value
+        graph.values[value.name] = value
+    graph.input_source = source
+
+
+@dataclass
+class _Outcome:
+    findings: list[Finding] = field(default_factory=list)
+    skipped: dict[str, str] = field(default_factory=dict)
+
+
+def run_rules(graph: ModelGraph, config: Config, display: str) -> _Outcome:
+    from modelgate.rules import REGISTRY
+
+    outcome = _Outcome()
+    for module in REGISTRY:
+        setting = config.setting(module.ID)
+        if not setting.enabled:
+            continue
+        if module.NEEDS != "file" and graph.unreadable is not None:
+            continue
+        if module.NEEDS == "graph" and not graph.has_graph:
+            outcome.skipped[module.ID] = _no_graph_reason(graph)
+            continue
+        if module.NEEDS == "checks" and not graph.metadata.get("checks"):
+            continue
+        options = {name: opt.default for name, opt in module.OPTIONS.items()}
+        options.update(setting.options)
+        options["targets"] = list(config.targets)
+        severity = setting.severity or module.SEVERITY
+        try:
+            for item in module.check(graph, options):
+                if isinstance(item, Skip):
+                    outcome.skipped[module.ID] = item.reason
+                    continue
+                outcome.findings.append(_stamp(module, severity, item, display))
+        except Exception as exc:  # a rule bug is reported, not raised into someone's CI log
+            outcome.skipped[module.ID] = f"internal error in the rule: {type(exc).__name__}: {exc}"
+    return outcome
+
+
+def _no_graph_reason(graph: ModelGraph) -> str:
+    for note in graph.notes:
+        if "need" in note:
+            return note
+    return f"a {graph.format.replace('_', ' ')} holds weights only, no graph of ops"
+
+
+def _stamp(module: object, severity: str, problem: Problem, display: str) -> Finding:
+    location = problem.location
+    if location.path != display:
+        from dataclasses import replace
+
+        location = replace(location, path=display)
+    return Finding(
+        rule=module.ID,  # type: ignore[attr-defined]
+        name=module.NAME,  # type: ignore[attr-defined]
+        severity=severity,
+        message=problem.message,
+        location=location,
+        fix=problem.fix,
+        key=problem.key,
+    )
+
+
+def static_metrics(graph: ModelGraph) -> dict:
+    """Figures a reader wants at a glance; the budget and summaries read these."""
+    total = graph.parameter_count
+    layers = sorted(graph.layers.values(), key=lambda layer: -layer.nbytes)
+    weight_bytes = graph.weight_bytes or 1
+    dtypes: dict[str, int] = {}
+    for t in graph.tensors.values():
+        dtypes[t.dtype] = dtypes.get(t.dtype, 0) + t.nbytes
+    metrics = {
+        "size_mb": round(graph.file_size / 1e6, 3),
+        "file_mb": round(graph.file_size / 1e6, 3),
+        "parameters": total,
+        "weights_mb": round(graph.weight_bytes / 1e6, 3),
+        "tensors": len(graph.tensors),
+        "dtypes_mb": {k: round(v / 1e6, 3) for k, v in sorted(dtypes.items(), key=lambda kv: -kv[1])},
+        "largest_layers": [
+            {
+                "module": layer.path or "(root)",
+                "type": layer.short_type,
+                "parameters": layer.numel,
+                "mb": round(layer.nbytes / 1e6, 3),
+                "share": round(layer.nbytes / weight_bytes, 4),
+            }
+            for layer in layers[:8]
+            if layer.nbytes
+        ],
+    }
+    if graph.has_graph:
+        metrics["ops"] = len(graph.ops)
+    if graph.inputs:
+        metrics["inputs"] = [
+            {"name": v.name, "shape": list(v.shape) if v.shape else None, "dtype": v.dtype}
+            for v in graph.inputs
+        ]
+        metrics["inputs_from"] = graph.input_source
+    return metrics
+
+
+def check_file(path: str, config: Config, cli_inputs: tuple[InputSpec, ...] = ()) -> ModelReport:
+    """Everything modelgate does to one file, as a :class:`ModelReport`."""
+    display = display_path(path)
+    policy = loaders.Policy(extra=config.pickle_allow)
+    graph = loaders.load(path, policy)
+    if cli_inputs:
+        apply_inputs(graph, cli_inputs, "cli")
+    elif config.inputs:
+        apply_inputs(graph, config.inputs, "config")
+    outcome = run_rules(graph, config, display)
+    report = ModelReport(display, graph.format, outcome.findings, static_metrics(graph),
+                         outcome.skipped, list(graph.notes))  # fmt: skip
+    return report
+
+
+def finish(report: Report, config: Config) -> Report:
+    """Apply per-file ignores, decide pass / fail, note ignores that matched nothing."""
+    used: dict[tuple[str, str], bool] = {}
+    limit = severity_rank(config.fail_on)
+    for model in report.models:
+        globs = config.ignored(model.path)
+        for glob, ids in globs.items():
+            for rid in ids:
+                used.setdefault((glob, rid), False)
+        kept = []
+        for finding in model.findings:
+            hit = [glob for glob, ids in globs.items() if finding.rule in ids]
+            if hit:
+                for glob in hit:
+                    used[(glob, finding.rule)] = True
+                continue
+            kept.append(finding)
+        kept.sort(key=lambda f: (severity_rank(f.severity), f.rule, f.location.describe()))
+        model.findings = kept
+        model.passed = not any(severity_rank(f.severity) <= limit for f in kept)
+    for (glob, rid), was_used in sorted(used.items()):
+        if not was_used:
+            report.notes.append(f'unused ignore: "{glob}" ignores {rid}, which found nothing there')
+    report.fail_on = config.fail_on
+    return report
+
+
+def run(paths: list[str], config: Config, cli_inputs: tuple[InputSpec, ...] = ()) -> Report:
+    report = Report()
+    for path in paths:
+        report.models.append(check_file(path, config, cli_inputs))
+    return finish(report, config)

@@ -1,0 +1,25 @@
+"""The one error loaders raise: the file cannot be read, with a one-line reason."""
+
+from __future__ import annotations
+
+
+class Unreadable(Exception):
+    """Becomes finding MG902; ``reason`` is what a person needs, in one line."""
+
+    def __init__(self, reason: str, member: str | None = None, hint: str | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason.splitlines()[0] if reason else "unreadable"
+        self.member = member
+        self.hint = hint
+
+
+class NeedsExtra(Unreadable):
+    """The format is recognised but reading it needs an optional dependency."""
+
+    def __init__(self, what: str, extra: str, package: str) -> None:
+        super().__init__(
+            f"{what}: reading it needs {package}; install modelgate[{extra}]",
+            hint=f'pip install "modelgate[{extra}]" (pre-commit: additional_dependencies: '
+            f'["modelgate[{extra}]"])',
+        )
+        self.extra = extra

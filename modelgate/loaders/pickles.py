@@ -1,0 +1,628 @@
+"""Reading pickles without running them.
+
+Two steps, both needed:
+
+1. :func:`scan` walks the opcode stream statically (``pickletools.genops``), simulating the
+   stack far enough to resolve every global, including ``STACK_GLOBAL`` fed through the memo,
+   and records how each is used (called, instantiated as a class, or only referenced).
+   Anything not on the allow-list is a :class:`PickleIssue`; an opcode stream it cannot follow
+   is one too (fail closed).
+2. :func:`load_inert` unpickles with a ``find_class`` that never imports anything: every global
+   becomes an inert stub (:class:`Stub`, :class:`TensorStub`, ...). Even a global the scanner
+   missed cannot run: there is nothing real to call. Persistent ids (torch storages) become
+   :class:`StorageRef` records; no tensor bytes are read.
+
+The allow-list is what tensors and plain containers need (it mirrors torch's own
+``weights_only`` unpickler), plus PyTorch's own ``torch.nn`` module classes in class position,
+so that a pickled ``nn.Module`` can be read as a module tree. Users extend it in the config.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import io
+import pickle
+import pickletools
+import re
+from collections import OrderedDict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from modelgate.graph import PickleIssue
+
+# Storage classes as pickled by torch.save, by the dtype they hold.
+STORAGE_DTYPES: dict[str, str] = {
+    "DoubleStorage": "float64",
+    "FloatStorage": "float32",
+    "HalfStorage": "float16",
+    "BFloat16Storage": "bfloat16",
+    "LongStorage": "int64",
+    "IntStorage": "int32",
+    "ShortStorage": "int16",
+    "CharStorage": "int8",
+    "ByteStorage": "uint8",
+    "BoolStorage": "bool",
+    "ComplexFloatStorage": "complex64",
+    "ComplexDoubleStorage": "complex128",
+    "QInt8Storage": "qint8",
+    "QUInt8Storage": "quint8",
+    "QInt32Storage": "qint32",
+    "QUInt4x2Storage": "quint4x2",
+    "QUInt2x4Storage": "quint2x4",
+    "UntypedStorage": "uint8",
+}
+
+TORCH_DTYPES = frozenset(
+    {
+        "float64", "float32", "float16", "bfloat16", "complex128", "complex64", "complex32",
+        "int64", "int32", "int16", "int8", "uint64", "uint32", "uint16", "uint8", "bool",
+        "float8_e4m3fn", "float8_e4m3fnuz", "float8_e5m2", "float8_e5m2fnuz", "float8_e8m0fnu",
+        "float4_e2m1fn_x2", "qint8", "quint8", "qint32", "quint4x2", "quint2x4",
+        "bits16", "bits1x8", "bits2x4", "bits4x2", "bits8",
+        *(f"int{i}" for i in range(1, 8)), *(f"uint{i}" for i in range(1, 8)),
+        # legacy aliases torch pickles under
+        "float", "double", "half", "long", "int", "short", "cfloat", "cdouble",
+    }
+)  # fmt: skip
+
+QSCHEMES = frozenset(
+    {
+        "per_tensor_affine",
+        "per_tensor_symmetric",
+        "per_channel_affine",
+        "per_channel_symmetric",
+        "per_channel_affine_float_qparams",
+    }
+)
+
+TENSOR_REBUILDERS = frozenset(
+    {
+        "_rebuild_tensor",
+        "_rebuild_tensor_v2",
+        "_rebuild_tensor_v3",
+        "_rebuild_parameter",
+        "_rebuild_parameter_with_state",
+        "_rebuild_qtensor",
+        "_rebuild_sparse_tensor",
+        "_rebuild_nested_tensor",
+        "_rebuild_meta_tensor_no_storage",
+        "_rebuild_wrapper_subclass",
+        "_rebuild_device_tensor_from_numpy",
+        "_rebuild_device_tensor_from_cpu_tensor",
+    }
+)
+
+# Globals a checkpoint of tensors and plain containers needs, by how they may be used.
+_ALLOWED: dict[str, frozenset[str]] = {
+    "collections.OrderedDict": frozenset({"call", "class", "ref"}),
+    "collections.Counter": frozenset({"call", "class", "ref"}),
+    "collections.defaultdict": frozenset({"call", "class", "ref"}),
+    "builtins.set": frozenset({"call", "ref"}),
+    "builtins.frozenset": frozenset({"call", "ref"}),
+    "builtins.bytearray": frozenset({"call", "ref"}),
+    "builtins.complex": frozenset({"call", "ref"}),
+    "builtins.slice": frozenset({"call", "ref"}),
+    "builtins.range": frozenset({"call", "ref"}),
+    "builtins.list": frozenset({"ref"}),
+    "builtins.dict": frozenset({"ref"}),
+    "builtins.tuple": frozenset({"ref"}),
+    "builtins.int": frozenset({"ref"}),
+    "builtins.float": frozenset({"ref"}),
+    "builtins.str": frozenset({"ref"}),
+    "builtins.object": frozenset({"ref"}),
+    "_codecs.encode": frozenset({"call"}),
+    "argparse.Namespace": frozenset({"call", "class"}),
+    "torch.Size": frozenset({"call", "ref"}),
+    "torch.device": frozenset({"call", "ref"}),
+    "torch.Tensor": frozenset({"ref", "class"}),
+    "torch.nn.parameter.Parameter": frozenset({"ref", "class"}),
+    "torch.nn.parameter.Buffer": frozenset({"ref", "class"}),
+    "torch.serialization._get_layout": frozenset({"call"}),
+    "torch._tensor._rebuild_from_type_v2": frozenset({"call"}),
+    "numpy.core.multiarray._reconstruct": frozenset({"call"}),
+    "numpy._core.multiarray._reconstruct": frozenset({"call"}),
+    "numpy.core.multiarray.scalar": frozenset({"call"}),
+    "numpy._core.multiarray.scalar": frozenset({"call"}),
+    "numpy.ndarray": frozenset({"ref", "class"}),
+    "numpy.dtype": frozenset({"call", "ref"}),
+}
+
+# Python 2 names that protocol-2 pickles use for builtins (pickle's fix_imports mapping).
+_PY2_NAMES = {"__builtin__": "builtins", "copy_reg": "copyreg"}
+
+# PyTorch's own layer classes: read as module structure when used as classes (NEWOBJ).
+_TORCH_MODULE_CLASS = re.compile(r"^torch\.(ao\.)?nn\.(modules|quantized|qat|intrinsic)[\w.]*\.[A-Z]\w*$")
+_NUMPY_DTYPE_CLASS = re.compile(r"^numpy\.dtypes\.\w+DType$")
+
+# TorchScript archives: classes of the compilation unit, and TorchScript's own rebuilders.
+_TORCHSCRIPT_CLASS = re.compile(r"^__torch__(\.[\w]+)+$")
+_TORCHSCRIPT_PICKLE = re.compile(
+    r"^torch\.jit\._pickle\.(restore_type_tag|build_\w+)$"
+)
+
+
+def qualified(module: str, name: str) -> str:
+    return f"{_PY2_NAMES.get(module, module)}.{name}"
+
+
+@dataclass
+class Policy:
+    """What a scan accepts. ``extra`` holds the user's glob patterns from the config."""
+
+    extra: tuple[str, ...] = ()
+    torchscript: bool = False  # allow TorchScript's own class and rebuild names
+
+    def allows(self, name: str, usage: str) -> bool:
+        if any(fnmatch.fnmatchcase(name, pat) for pat in self.extra):
+            return True
+        allowed = _ALLOWED.get(name)
+        if allowed is not None:
+            return usage in allowed
+        module, _, short = name.rpartition(".")
+        if module == "torch":
+            if short in STORAGE_DTYPES or short in TORCH_DTYPES or short in QSCHEMES:
+                return usage == "ref" or (usage == "call" and short in STORAGE_DTYPES)
+            if short.endswith("Tensor") and short[:-6] + "Storage" in STORAGE_DTYPES:
+                return usage in ("ref", "class")
+            return False
+        if module in ("torch.cuda", "torch.storage"):
+            return short in STORAGE_DTYPES and usage in ("ref", "call")
+        if module == "torch._utils":
+            return short in TENSOR_REBUILDERS and usage == "call"
+        if _TORCH_MODULE_CLASS.match(name):
+            return usage == "class"
+        if _NUMPY_DTYPE_CLASS.match(name):
+            return usage in ("ref", "call")
+        if self.torchscript:
+            if _TORCHSCRIPT_CLASS.match(name):
+                return usage in ("class", "ref")
+            if _TORCHSCRIPT_PICKLE.match(name):
+                return usage == "call"
+        return False
+
+
+# ---------------------------------------------------------------------------------------------
+# Static scan
+# ---------------------------------------------------------------------------------------------
+
+_STRING_OPS = frozenset(
+    {
+        "STRING", "BINSTRING", "SHORT_BINSTRING", "UNICODE", "BINUNICODE",
+        "SHORT_BINUNICODE", "BINUNICODE8",
+    }
+)  # fmt: skip
+_EXT_OPS = frozenset({"EXT1", "EXT2", "EXT4"})
+_MAX_GLOBALS = 100_000
+
+
+class _Global:
+    __slots__ = ("name",)
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+
+class _Mark:
+    pass
+
+
+_MARK = _Mark()
+_ANY = object()
+
+
+@dataclass
+class ScanResult:
+    globals: dict[str, set[str]] = field(default_factory=dict)  # name -> usages
+    issues: list[PickleIssue] = field(default_factory=list)
+    end: int = 0  # offset just past STOP
+    persistent_ids: int = 0
+    truncated: bool = False  # the data ended before STOP
+
+    @property
+    def class_only(self) -> bool:
+        """True when every disallowed global is only instantiated as a class (NEWOBJ)."""
+        return all(i.usage == "class" for i in self.issues)
+
+
+def _use(result: ScanResult, value: object, usage: str) -> None:
+    if isinstance(value, _Global):
+        result.globals.setdefault(value.name, set()).add(usage)
+
+
+def scan(data: bytes | memoryview, member: str, policy: Policy, start: int = 0) -> ScanResult:
+    """Statically list a pickle's globals and check them against ``policy``.
+
+    ``start`` lets a caller scan one of several pickles written back to back (the legacy
+    ``torch.save`` layout); ``ScanResult.end`` tells where the next one begins.
+    """
+    result = ScanResult()
+    stream = io.BytesIO(data)
+    stream.seek(start)
+    stack: list[object] = []
+    memo: dict[int, object] = {}
+    try:
+        for opcode, arg, pos in pickletools.genops(stream):
+            name = opcode.name
+            if name in _STRING_OPS:
+                stack.append(arg)
+            elif name == "GLOBAL":
+                module, _, attr = str(arg).partition(" ")
+                stack.append(_Global(qualified(module, attr)))
+            elif name == "STACK_GLOBAL":
+                if len(stack) < 2 or not all(isinstance(v, str) for v in stack[-2:]):
+                    raise _Unfollowable(f"STACK_GLOBAL at byte {pos} on values it cannot resolve")
+                attr = stack.pop()
+                module = stack.pop()
+                stack.append(_Global(qualified(module, attr)))  # type: ignore[arg-type]
+            elif name in ("PUT", "BINPUT", "LONG_BINPUT"):
+                if not stack:
+                    raise _Unfollowable(f"{name} on an empty stack at byte {pos}")
+                memo[int(arg)] = stack[-1]
+            elif name == "MEMOIZE":
+                if not stack:
+                    raise _Unfollowable(f"MEMOIZE on an empty stack at byte {pos}")
+                memo[len(memo)] = stack[-1]
+            elif name in ("GET", "BINGET", "LONG_BINGET"):
+                if int(arg) not in memo:
+                    raise _Unfollowable(f"{name} of memo slot {arg} never stored, byte {pos}")
+                stack.append(memo[int(arg)])
+            elif name in _EXT_OPS:
+                raise _Unfollowable(f"{name} (copyreg extension registry) at byte {pos}")
+            elif name == "REDUCE":
+                _need(stack, 2, name, pos)
+                _use(result, stack[-2], "call")
+                _use(result, stack[-1], "ref")
+                del stack[-2:]
+                stack.append(_ANY)
+            elif name == "NEWOBJ":
+                _need(stack, 2, name, pos)
+                _use(result, stack[-2], "class")
+                del stack[-2:]
+                stack.append(_ANY)
+            elif name == "NEWOBJ_EX":
+                _need(stack, 3, name, pos)
+                _use(result, stack[-3], "class")
+                del stack[-3:]
+                stack.append(_ANY)
+            elif name == "INST":
+                module, _, attr = str(arg).partition(" ")
+                result.globals.setdefault(qualified(module, attr), set()).add("call")
+                _pop_mark(stack, name, pos)
+                stack.append(_ANY)
+            elif name == "OBJ":
+                items = _pop_mark(stack, name, pos)
+                if not items:
+                    raise _Unfollowable(f"OBJ without a class at byte {pos}")
+                _use(result, items[0], "call")
+                stack.append(_ANY)
+            elif name == "BUILD":
+                _need(stack, 2, name, pos)
+                _use(result, stack[-1], "ref")
+                stack.pop()
+            elif name in ("PERSID", "BINPERSID"):
+                result.persistent_ids += 1
+                if name == "BINPERSID":
+                    _need(stack, 1, name, pos)
+                    _use(result, stack[-1], "ref")
+                    stack.pop()
+                stack.append(_ANY)
+            elif name == "STOP":
+                _need(stack, 1, name, pos)
+                result.end = stream.tell()
+                break
+            else:
+                _generic(stack, opcode, result, pos)
+            if len(result.globals) > _MAX_GLOBALS:
+                raise _Unfollowable(f"more than {_MAX_GLOBALS} distinct globals")
+        else:
+            raise _Unfollowable("the stream ends without STOP")
+    except (_Unfollowable, ValueError, EOFError, KeyError, IndexError, TypeError, OverflowError) as exc:
+        result.truncated = stream.tell() >= len(data)
+        reason = "it ends before STOP (truncated)" if result.truncated else str(exc)
+        result.issues.append(PickleIssue(member, None, f"cannot follow the pickle: {reason}", "stream"))
+        return result
+
+    for gname, usages in sorted(result.globals.items()):
+        for usage in sorted(usages):
+            if not policy.allows(gname, usage):
+                result.issues.append(PickleIssue(member, gname, _describe(gname, usage), usage))
+                break
+    return result
+
+
+def _describe(name: str, usage: str) -> str:
+    if usage == "class":
+        return f"instantiates class {name}, which loading would import and run"
+    if usage == "call":
+        return f"calls {name} while loading"
+    return f"references {name}"
+
+
+class _Unfollowable(Exception):
+    pass
+
+
+def _need(stack: list[object], n: int, name: str, pos: int) -> None:
+    if len(stack) < n or any(v is _MARK for v in stack[-n:]):
+        raise _Unfollowable(f"{name} at byte {pos} needs {n} stack values")
+
+
+def _pop_mark(stack: list[object], name: str, pos: int) -> list[object]:
+    for i in range(len(stack) - 1, -1, -1):
+        if stack[i] is _MARK:
+            items = stack[i + 1 :]
+            del stack[i:]
+            return items
+    raise _Unfollowable(f"{name} at byte {pos} without a MARK")
+
+
+def _generic(stack: list[object], opcode: pickletools.OpcodeInfo, result: ScanResult, pos: int) -> None:
+    """Apply an opcode's declared stack effect; globals consumed here count as references."""
+    before = opcode.stack_before
+    if pickletools.markobject in before:
+        # everything down to the mark is consumed (plus what sits below it, e.g. the list)
+        items = _pop_mark(stack, opcode.name, pos)
+        for item in items:
+            _use(result, item, "ref")
+        below = before.index(pickletools.markobject)
+        for _ in range(below):
+            if not stack:
+                raise _Unfollowable(f"{opcode.name} at byte {pos} on an empty stack")
+            stack.pop()
+    else:
+        n = len(before)
+        if n:
+            _need(stack, n, opcode.name, pos)
+            for item in stack[-n:]:
+                _use(result, item, "ref")
+            del stack[-n:]
+    for produced in opcode.stack_after:
+        stack.append(_MARK if produced is pickletools.markobject else _ANY)
+    # containers that are appended to / set on stay on the stack (they are in stack_after)
+
+
+# ---------------------------------------------------------------------------------------------
+# Inert loading
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StorageRef:
+    """A torch storage named by a persistent id; its bytes live elsewhere (an archive member)."""
+
+    key: str
+    dtype: str
+    numel: int
+    location: str = "cpu"
+
+
+@dataclass
+class TensorStub:
+    """A tensor's metadata as the pickle describes it."""
+
+    shape: tuple[int, ...]
+    dtype: str
+    storage: StorageRef | None = None
+    offset: int = 0
+    stride: tuple[int, ...] | None = None
+    parameter: bool = False
+    requires_grad: bool = False
+
+
+_NUMPY_CODES = {
+    "f8": "float64", "f4": "float32", "f2": "float16", "i8": "int64", "i4": "int32",
+    "i2": "int16", "i1": "int8", "u8": "uint64", "u4": "uint32", "u2": "uint16", "u1": "uint8",
+    "b1": "bool", "c8": "complex64", "c16": "complex128",
+}  # fmt: skip
+
+
+@dataclass
+class NDArrayStub:
+    """A numpy array's shape and dtype (its bytes are ignored)."""
+
+    shape: tuple[int, ...] = ()
+    dtype: str = "float32"
+
+    def __setstate__(self, state: Any) -> None:
+        # (version, shape, dtype, is_fortran, rawdata)
+        if isinstance(state, tuple) and len(state) >= 3:
+            try:
+                self.shape = _shape(state[1])
+            except pickle.UnpicklingError:
+                self.shape = ()
+            dtype = state[2]
+            code = dtype.args[0] if isinstance(dtype, _Record) and dtype.args else None
+            if isinstance(code, str):
+                self.dtype = _NUMPY_CODES.get(code.lstrip("<>|="), code)
+
+
+class Stub:
+    """An instance of a class the pickle names; records its state, runs nothing."""
+
+    _qualname = "?"
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> Stub:
+        # NEWOBJ calls __new__ without __init__: set everything here
+        self = super().__new__(cls)
+        self.args = args
+        self.kwargs = kwargs
+        self.state = None
+        self.items = []
+        return self
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+    def __setstate__(self, state: Any) -> None:
+        self.state = state
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        self.items.append((key, value))
+
+    def append(self, value: Any) -> None:
+        self.items.append(value)
+
+    def extend(self, values: Iterable[Any]) -> None:
+        self.items.extend(values)
+
+    def __repr__(self) -> str:
+        return f"<{self._qualname}>"
+
+    @property
+    def qualname(self) -> str:
+        return type(self)._qualname
+
+    @property
+    def attributes(self) -> dict[str, Any]:
+        """The instance's pickled ``__dict__`` (state may be ``(dict, slots)``)."""
+        state = self.state
+        if isinstance(state, tuple) and len(state) == 2:
+            merged: dict[str, Any] = {}
+            for part in state:
+                if isinstance(part, dict):
+                    merged.update(part)
+            return merged
+        return state if isinstance(state, dict) else {}
+
+
+class _StubCallable:
+    """A named function stand-in; calling it builds an inert record."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return _call(self.name, args, kwargs)
+
+    def __repr__(self) -> str:
+        return f"<{self.name}>"
+
+
+def _shape(value: Any) -> tuple[int, ...]:
+    if isinstance(value, Stub):  # torch.Size(...)
+        value = value.args[0] if value.args else ()
+    if not isinstance(value, (tuple, list)) or not all(
+        isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in value
+    ):
+        raise pickle.UnpicklingError(f"tensor size is not a tuple of counts: {value!r:.80}")
+    return tuple(value)
+
+
+def _call(name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    short = name.rpartition(".")[2]
+    if short in ("_rebuild_tensor", "_rebuild_tensor_v2", "_rebuild_tensor_v3", "_rebuild_qtensor"):
+        if len(args) < 4 or not isinstance(args[0], StorageRef):
+            raise pickle.UnpicklingError(f"{short} without a storage")
+        storage = args[0]
+        dtype = storage.dtype
+        if short == "_rebuild_tensor_v3" and len(args) > 6 and isinstance(args[6], _DType):
+            dtype = args[6].name
+        offset = args[1] if isinstance(args[1], int) else 0
+        stride = tuple(args[3]) if isinstance(args[3], (tuple, list)) else None
+        return TensorStub(_shape(args[2]), dtype, storage, offset, stride)
+    if short in ("_rebuild_parameter", "_rebuild_parameter_with_state"):
+        data = args[0] if args else None
+        if isinstance(data, TensorStub):
+            data.parameter = True
+            data.requires_grad = bool(args[1]) if len(args) > 1 else False
+        return data
+    if short == "_rebuild_meta_tensor_no_storage":
+        dtype = args[0].name if args and isinstance(args[0], _DType) else "float32"
+        return TensorStub(_shape(args[1]) if len(args) > 1 else (), dtype)
+    if short == "_rebuild_from_type_v2":
+        func, _new_type, fargs = (args + (None, None, ()))[:3]
+        if isinstance(func, _StubCallable) and isinstance(fargs, tuple):
+            return func(*fargs)
+        raise pickle.UnpicklingError("_rebuild_from_type_v2 with an unexpected function")
+    if short in ("_reconstruct",):
+        return NDArrayStub()
+    if short == "encode":  # _codecs.encode(str, "latin1"): bytes in protocol 2
+        text = args[0] if args else ""
+        return text.encode("latin-1", "replace") if isinstance(text, str) else b""
+    if short == "OrderedDict":
+        return OrderedDict()
+    if short in ("set", "frozenset"):
+        items = args[0] if args else ()
+        return list(items) if isinstance(items, (list, tuple)) else []
+    if short in ("Size",):
+        return tuple(args[0]) if args and isinstance(args[0], (list, tuple)) else ()
+    return _Record(name, args, kwargs)
+
+
+@dataclass
+class _Record:
+    name: str
+    args: tuple[Any, ...]
+    kwargs: dict[str, Any]
+
+    def __setstate__(self, state: Any) -> None:
+        self.state = state
+
+
+@dataclass(frozen=True)
+class _DType:
+    name: str
+
+
+class InertUnpickler(pickle.Unpickler):
+    """Unpickles into stubs. ``find_class`` never imports; storages are never read."""
+
+    def __init__(self, stream: io.BufferedIOBase, policy: Policy, class_stubs: bool) -> None:
+        super().__init__(stream)
+        self._policy = policy
+        self._class_stubs = class_stubs
+        self._classes: dict[str, type] = {}
+
+    def find_class(self, module: str, name: str) -> Any:
+        full = qualified(module, name)
+        owner, _, short = full.rpartition(".")
+        if owner == "torch" and short in TORCH_DTYPES:
+            return _DType(short)
+        if owner in ("torch", "torch.cuda", "torch.storage") and short in STORAGE_DTYPES:
+            return _DType(STORAGE_DTYPES[short])
+        if owner == "torch" and short in QSCHEMES:
+            return _DType(short)
+        if any(fnmatch.fnmatchcase(full, pat) for pat in self._policy.extra):
+            return self._class(full)  # the user's own classes: inert, whatever their use
+        if self._policy.allows(full, "call"):
+            return _StubCallable(full)
+        if self._policy.allows(full, "class") or self._class_stubs:
+            return self._class(full)
+        if self._policy.allows(full, "ref"):
+            return _StubCallable(full)
+        raise pickle.UnpicklingError(f"global {full} is not allowed")
+
+    def _class(self, full: str) -> type:
+        cls = self._classes.get(full)
+        if cls is None:
+            if len(self._classes) > _MAX_GLOBALS:
+                raise pickle.UnpicklingError("too many classes")
+            cls = type("Stub", (Stub,), {"_qualname": full})
+            self._classes[full] = cls
+        return cls
+
+    def persistent_load(self, pid: Any) -> Any:
+        # torch zip layout: ("storage", storage_type, key, location, numel)
+        # legacy layout:    ("storage", storage_type, root_key, location, numel, view_metadata)
+        if isinstance(pid, tuple) and len(pid) >= 5 and pid[0] == "storage":
+            stype, key, location, numel = pid[1], pid[2], pid[3], pid[4]
+            dtype = stype.name if isinstance(stype, _DType) else "uint8"
+            if not isinstance(numel, int) or numel < 0:
+                raise pickle.UnpicklingError("storage with a negative or non-integer size")
+            return StorageRef(str(key), dtype, numel, str(location))
+        if isinstance(pid, (str, int)):  # TorchScript / other readers: ids name members
+            return StorageRef(str(pid), "uint8", 0)
+        raise pickle.UnpicklingError(f"unknown persistent id {pid!r:.60}")
+
+
+def load_inert(data: bytes | memoryview, policy: Policy, class_stubs: bool, start: int = 0) -> Any:
+    """Unpickle ``data`` into inert stubs. Raises ``pickle.UnpicklingError`` and friends."""
+    stream = io.BytesIO(data)
+    stream.seek(start)
+    return InertUnpickler(stream, policy, class_stubs).load()
+
+
+def is_pickle(head: bytes) -> bool:
+    """A pickle with a protocol header (every pickle torch writes starts with one)."""
+    return len(head) >= 2 and head[0] == 0x80 and 2 <= head[1] <= 5

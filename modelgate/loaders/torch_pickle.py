@@ -1,0 +1,475 @@
+"""torch.save files (zip and legacy layouts) and plain pickles, read as metadata.
+
+A torch.save file holds a bare state dict, a training checkpoint that holds one (Lightning,
+Hugging Face, timm and hand-rolled loops all nest it differently), or a whole pickled
+``nn.Module``. All three become a :class:`ModelGraph` with tensors and layers; none of it runs
+the file's code, and no tensor bytes are read.
+"""
+
+from __future__ import annotations
+
+import math
+import pickle
+import re
+from collections.abc import Iterator
+from typing import Any, BinaryIO
+
+from modelgate.graph import ITEMSIZE, Layer, ModelGraph, TensorInfo
+from modelgate.loaders import pickles
+from modelgate.loaders.archive import Archive, scan_archive
+from modelgate.loaders.errors import Unreadable
+from modelgate.loaders.pickles import NDArrayStub, Stub, StorageRef, TensorStub
+
+LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
+_MAX_OBJECTS = 2_000_000
+_STATE_DICT_KEYS = (
+    "state_dict",
+    "model_state_dict",
+    "model",
+    "module",
+    "net",
+    "network",
+    "model_ema",
+    "ema",
+    "ema_model",
+    "params",
+    "weights",
+    "generator",
+)
+_NOT_MODEL = re.compile(r"optim|sched|scaler|lr_|loss|callbacks|loops", re.IGNORECASE)
+
+
+# ---------------------------------------------------------------------------------------------
+# zip layout
+# ---------------------------------------------------------------------------------------------
+
+
+def load_zip(archive: Archive, graph: ModelGraph, policy: pickles.Policy) -> None:
+    """Read a torch.save zip archive into ``graph``."""
+    report = scan_archive(archive, policy)
+    graph.pickle_issues.extend(report.issues)
+    graph.native_code.extend(report.native)
+    graph.format = "torch_save"
+    graph.metadata["layout"] = "zip"
+    if not archive.has("data.pkl"):
+        raise Unreadable("zip archive without data.pkl: not a torch.save file")
+    obj = _unpickle_member(archive, "data.pkl", graph, policy)
+    if obj is None:
+        return
+    _check_storages(obj, archive, graph)
+    interpret(obj, graph)
+
+
+def _unpickle_member(
+    archive: Archive, rel: str, graph: ModelGraph, policy: pickles.Policy
+) -> Any:
+    """Unpickle a member into stubs, unless its scan found a global that is called."""
+    where = archive.where(archive.prefix + rel)
+    blocking = [i for i in graph.pickle_issues if i.member == where and i.usage != "class"]
+    if blocking:
+        graph.notes.append(f"{rel} was not read: its pickle is unsafe")
+        return None
+    class_stubs = any(i.member == where for i in graph.pickle_issues)
+    data = archive.read(rel)
+    try:
+        return pickles.load_inert(data, policy, class_stubs)
+    except RecursionError:
+        raise Unreadable(f"{rel}: pickle nests too deeply", member=where) from None
+    except Exception as exc:  # any failure of a hostile stream is "unreadable", never a crash
+        raise Unreadable(f"{rel}: cannot unpickle ({_short(exc)})", member=where) from None
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return text[:160]
+
+
+def _check_storages(obj: Any, archive: Archive, graph: ModelGraph) -> None:
+    """Every tensor must fit in a storage member of the declared size (a truncated or edited
+    archive fails here, as torch.load would, without reading any tensor bytes)."""
+    seen: dict[str, int] = {}
+    for name, t in iter_tensors(obj):
+        ref = t.storage
+        if ref is None:
+            continue
+        need_storage = int(ref.numel * ITEMSIZE.get(ref.dtype, 1))
+        if ref.key not in seen:
+            size = archive.size(f"data/{ref.key}")
+            if size is None:
+                raise Unreadable(
+                    f"tensor {name!r} refers to storage {ref.key!r}, which the archive lacks",
+                    member=archive.where(archive.prefix + f"data/{ref.key}"),
+                )
+            if size < need_storage:
+                raise Unreadable(
+                    f"storage {ref.key!r} of tensor {name!r} holds {size:,} bytes, "
+                    f"needs {need_storage:,} (truncated or edited archive)",
+                    member=archive.where(archive.prefix + f"data/{ref.key}"),
+                )
+            seen[ref.key] = size
+        _check_extent(name, t)
+
+
+def _check_extent(name: str, t: TensorStub) -> None:
+    ref = t.storage
+    if ref is None or not t.shape or 0 in t.shape:
+        return
+    stride = t.stride or tuple(math.prod(t.shape[i + 1 :]) for i in range(len(t.shape)))
+    if len(stride) != len(t.shape) or any(not isinstance(s, int) or s < 0 for s in stride):
+        raise Unreadable(f"tensor {name!r} has an invalid stride {stride!r:.60}")
+    extent = t.offset + 1 + sum((d - 1) * s for d, s in zip(t.shape, stride))
+    # storage numel counts elements of the storage dtype; the tensor dtype may differ (v3)
+    tensor_items = ITEMSIZE.get(t.dtype, 1)
+    storage_bytes = ref.numel * ITEMSIZE.get(ref.dtype, 1)
+    if extent * tensor_items > storage_bytes:
+        raise Unreadable(
+            f"tensor {name!r} of shape {t.shape} reaches past the end of its storage "
+            f"({extent * tensor_items:,} > {storage_bytes:,} bytes)"
+        )
+
+
+# ---------------------------------------------------------------------------------------------
+# legacy layout and plain pickles
+# ---------------------------------------------------------------------------------------------
+
+
+def load_pickle_stream(fh: BinaryIO, size: int, graph: ModelGraph, policy: pickles.Policy) -> None:
+    """A legacy (pre-1.6) torch.save file or a plain pickle.
+
+    Legacy files are five pickles back to back (magic, protocol, sys info, the object, storage
+    keys) followed by raw storages; each pickle is scanned before any is unpickled.
+    """
+    graph.format = "torch_save"
+    graph.metadata["layout"] = "pickle"
+    budget = min(size, 64 * 1024 * 1024)
+    while True:
+        fh.seek(0)
+        data = fh.read(budget)
+        starts, scan_issues, incomplete = _scan_sequence(data, policy, "pickle")
+        if not incomplete or budget >= size or budget >= 512 * 1024 * 1024:
+            break
+        budget = min(size, budget * 4)
+    graph.pickle_issues.extend(scan_issues)
+    if incomplete and not scan_issues:
+        raise Unreadable("pickle stream ends early (truncated file?)")
+    if any(i.usage != "class" for i in scan_issues):
+        graph.notes.append("the pickle was not read: it is unsafe")
+        return
+    class_stubs = bool(scan_issues)
+    try:
+        first = pickles.load_inert(data, policy, class_stubs, starts[0])
+    except Exception as exc:
+        raise Unreadable(f"cannot unpickle ({_short(exc)})") from None
+    if first == LEGACY_MAGIC and len(starts) >= 5:
+        graph.metadata["layout"] = "legacy"
+        try:
+            obj = pickles.load_inert(data, policy, class_stubs, starts[3])
+            keys = pickles.load_inert(data, policy, class_stubs, starts[4])
+        except Exception as exc:
+            raise Unreadable(f"cannot unpickle ({_short(exc)})") from None
+        _check_legacy_storages(fh, size, starts, data, obj, keys)
+        interpret(obj, graph)
+        return
+    if first == LEGACY_MAGIC:
+        raise Unreadable("legacy torch.save file ends early (truncated?)")
+    interpret(first, graph)
+
+
+def _scan_sequence(
+    data: bytes, policy: pickles.Policy, label: str
+) -> tuple[list[int], list[Any], bool]:
+    """Scan the pickle (or the legacy layout's five) at the start of ``data``.
+
+    Returns the offsets of the pickles, their issues, and whether ``data`` ended too early.
+    """
+    legacy = data[:4] == b"\x80\x02\x8a\x0a" and int.from_bytes(data[4:14], "little") == LEGACY_MAGIC
+    starts: list[int] = []
+    issues: list[Any] = []
+    pos = 0
+    for index in range(5 if legacy else 1):
+        if pos >= len(data):
+            return starts, issues, True
+        result = pickles.scan(data, f"{label} pickle {index + 1}" if legacy else label, policy, pos)
+        if result.truncated:
+            return starts, issues, True
+        starts.append(pos)
+        issues.extend(result.issues)
+        if any(i.usage == "stream" for i in result.issues):
+            break
+        pos = result.end
+    return starts, issues, False
+
+
+def _check_legacy_storages(
+    fh: BinaryIO, size: int, starts: list[int], data: bytes, obj: Any, keys: Any
+) -> None:
+    if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
+        raise Unreadable("legacy torch.save file: storage key list is malformed")
+    refs: dict[str, StorageRef] = {}
+    for _, t in iter_tensors(obj):
+        if t.storage is not None:
+            refs.setdefault(t.storage.key, t.storage)
+    end = pickles.scan(data, "keys", pickles.Policy(), start=starts[4]).end
+    pos = end
+    for key in keys:
+        ref = refs.get(key)
+        fh.seek(pos)
+        raw = fh.read(8)
+        if len(raw) < 8:
+            raise Unreadable(f"legacy torch.save file ends inside storage {key!r} (truncated)")
+        numel = int.from_bytes(raw, "little", signed=True)
+        itemsize = ITEMSIZE.get(ref.dtype, 1) if ref else 1
+        if numel < 0 or (ref is not None and numel != ref.numel):
+            raise Unreadable(f"legacy storage {key!r} declares {numel} elements, expected "
+                             f"{ref.numel if ref else '?'}")
+        pos += 8 + int(numel * itemsize)
+        if pos > size:
+            raise Unreadable(f"legacy torch.save file ends inside storage {key!r} (truncated)")
+
+
+# ---------------------------------------------------------------------------------------------
+# What the object is: a state dict, a checkpoint holding one, or a module
+# ---------------------------------------------------------------------------------------------
+
+
+def iter_tensors(obj: Any, prefix: str = "") -> Iterator[tuple[str, TensorStub]]:
+    """Every tensor reachable from ``obj``, with a dotted path; each object visited once."""
+    seen: set[int] = set()
+    stack: list[tuple[str, Any]] = [(prefix, obj)]
+    count = 0
+    while stack:
+        path, item = stack.pop()
+        count += 1
+        if count > _MAX_OBJECTS:
+            raise Unreadable(f"pickle holds more than {_MAX_OBJECTS:,} objects")
+        if isinstance(item, TensorStub):
+            yield path, item
+            continue
+        if isinstance(item, (str, bytes, int, float, bool)) or item is None:
+            continue
+        if id(item) in seen:
+            continue
+        seen.add(id(item))
+        for key, child in _children(item):
+            stack.append((f"{path}.{key}" if path else str(key), child))
+
+
+def _children(item: Any) -> list[tuple[Any, Any]]:
+    if isinstance(item, dict):
+        return list(item.items())
+    if isinstance(item, (list, tuple)):
+        return list(enumerate(item))
+    if isinstance(item, Stub):
+        out: list[tuple[Any, Any]] = list(item.attributes.items())
+        out.extend((i, v) for i, v in enumerate(item.args))
+        out.extend(
+            (k, v) if isinstance(k, str) else (i, v)
+            for i, entry in enumerate(item.items)
+            for k, v in ([entry] if isinstance(entry, tuple) and len(entry) == 2 else [(i, entry)])
+        )
+        return out
+    return []
+
+
+def _is_module(obj: Any) -> bool:
+    return isinstance(obj, Stub) and (
+        "_modules" in obj.attributes or obj.qualname.startswith("__torch__.")
+    )
+
+
+def _tensor_dict(obj: Any) -> dict[str, TensorStub | NDArrayStub] | None:
+    """``obj`` as a state dict: string keys to tensors (a few non-tensor entries allowed)."""
+    if not isinstance(obj, dict) or not obj:
+        return None
+    tensors = {
+        k: v for k, v in obj.items() if isinstance(k, str) and isinstance(v, (TensorStub, NDArrayStub))
+    }
+    if not tensors or len(tensors) < 0.5 * len(obj):
+        return None
+    return tensors
+
+
+def interpret(obj: Any, graph: ModelGraph) -> None:
+    """Fill ``graph`` from an unpickled object, choosing the model inside a checkpoint."""
+    if _is_module(obj):
+        graph.format = "pickled_module"
+        _read_module(obj, graph)
+        return
+    direct = _tensor_dict(obj)
+    if direct is not None:
+        graph.format = "state_dict"
+        _read_state_dict(direct, graph)
+        return
+    if isinstance(obj, TensorStub):
+        graph.format = "tensor"
+        graph.tensors["tensor"] = _info("tensor", obj)
+        return
+    found = _find_model(obj)
+    if found is None:
+        kind = type(obj).__name__ if not isinstance(obj, Stub) else obj.qualname
+        raise Unreadable(f"not a model: the pickle holds a {kind} without tensors")
+    where, model = found
+    graph.format = "checkpoint"
+    graph.metadata["state_dict_key"] = where
+    if _is_module(model):
+        _read_module(model, graph)
+    else:
+        _read_state_dict(model, graph)
+
+
+def _find_model(obj: Any) -> tuple[str, Any] | None:
+    """Breadth-first through nested dicts for the model's state dict (or module)."""
+    if not isinstance(obj, dict):
+        return None
+    candidates: list[tuple[int, int, str, Any]] = []
+    queue: list[tuple[str, Any, int]] = [("", obj, 0)]
+    seen: set[int] = set()
+    while queue:
+        path, item, depth = queue.pop(0)
+        if id(item) in seen or depth > 4:
+            continue
+        seen.add(id(item))
+        if not isinstance(item, dict):
+            continue
+        for key, value in item.items():
+            if not isinstance(key, str) or _NOT_MODEL.search(key):
+                continue
+            sub = f"{path}.{key}" if path else key
+            if _is_module(value):
+                candidates.append((_preference(key), 0, sub, value))
+                continue
+            tensors = _tensor_dict(value)
+            if tensors is not None:
+                size = sum(_nbytes(t) for t in tensors.values())
+                candidates.append((_preference(key), -size, sub, tensors))
+            elif isinstance(value, dict):
+                queue.append((sub, value, depth + 1))
+    if not candidates:
+        return None
+    candidates.sort(key=lambda c: (c[0], c[1]))
+    return candidates[0][2], candidates[0][3]
+
+
+def _preference(key: str) -> int:
+    return _STATE_DICT_KEYS.index(key) if key in _STATE_DICT_KEYS else len(_STATE_DICT_KEYS)
+
+
+def _nbytes(t: TensorStub | NDArrayStub) -> int:
+    return int(math.prod(t.shape) * ITEMSIZE.get(t.dtype, 4))
+
+
+def _info(name: str, t: TensorStub | NDArrayStub, kind: str = "parameter") -> TensorInfo:
+    return TensorInfo(name, tuple(t.shape), t.dtype, kind)
+
+
+_BUFFER_SUFFIXES = ("running_mean", "running_var", "num_batches_tracked")
+
+
+def _read_state_dict(tensors: dict[str, Any], graph: ModelGraph) -> None:
+    for name, t in tensors.items():
+        kind = "buffer" if name.endswith(_BUFFER_SUFFIXES) else "parameter"
+        graph.tensors[name] = _info(name, t, kind)
+    infer_layers(graph)
+
+
+def infer_layers(graph: ModelGraph) -> None:
+    """Group a bare state dict's tensors into layers and guess their types from names and
+    shapes (marked ``inferred``; a message says "2-D weight" rather than claim a class)."""
+    groups: dict[str, dict[str, TensorInfo]] = {}
+    for name, info in graph.tensors.items():
+        module, _, local = name.rpartition(".")
+        groups.setdefault(module, {})[local] = info
+    for module, tensors in groups.items():
+        if module in graph.layers:
+            graph.layers[module].tensors.update(tensors)
+            continue
+        graph.layers[module] = Layer(module, _guess_type(module, tensors), tensors, inferred=True)
+
+
+def _guess_type(module: str, tensors: dict[str, TensorInfo]) -> str:
+    if "running_mean" in tensors or "running_var" in tensors:
+        return "BatchNorm"
+    if any(k.startswith(("weight_ih_l", "weight_hh_l")) for k in tensors):
+        return "LSTM" if "lstm" in module.lower() else "RNN"
+    weight = tensors.get("weight")
+    if weight is None:
+        return ""
+    rank = len(weight.shape)
+    if rank == 2:
+        lowered = module.lower()
+        if re.search(r"emb|wte|wpe|tok|vocab|lookup", lowered) and "bias" not in tensors:
+            return "Embedding"
+        return "Linear"
+    if rank in (3, 4, 5):
+        return f"Conv{rank - 2}d"
+    return ""
+
+
+_MODULE_ATTRS = (
+    "in_features", "out_features", "p", "inplace", "output_size", "eps", "momentum",
+    "track_running_stats", "affine", "num_features", "kernel_size", "stride", "padding",
+    "dilation", "groups", "in_channels", "out_channels", "num_embeddings", "embedding_dim",
+    "hidden_size", "num_layers", "normalized_shape",
+)  # fmt: skip
+
+
+def _read_module(root: Stub, graph: ModelGraph) -> None:
+    """Walk a pickled module tree (eager ``_modules`` or TorchScript attributes)."""
+    graph.training = _training(root)
+    stack: list[tuple[str, Stub]] = [("", root)]
+    seen: set[int] = set()
+    while stack:
+        path, module = stack.pop()
+        if id(module) in seen:
+            continue
+        seen.add(id(module))
+        if len(seen) > 1_000_000:
+            raise Unreadable("module tree with more than a million modules")
+        attrs = module.attributes
+        qual = module.qualname.removeprefix("__torch__.")
+        layer = Layer(path, qual, training=_training(module))
+        for key in _MODULE_ATTRS:
+            value = attrs.get(key)
+            if isinstance(value, (int, float, bool, tuple, list, str)) or value is None:
+                if key in attrs:
+                    layer.attrs[key] = value
+        if "_modules" in attrs:
+            params = attrs.get("_parameters") or {}
+            buffers = attrs.get("_buffers") or {}
+            children = attrs.get("_modules") or {}
+        else:  # TorchScript: parameters, buffers and submodules are all attributes
+            params = {k: v for k, v in attrs.items() if isinstance(v, TensorStub)}
+            buffers = {}
+            children = {k: v for k, v in attrs.items() if _is_module(v)}
+        for name, t in _items(params):
+            if isinstance(t, TensorStub):
+                kind = "buffer" if name in _BUFFER_SUFFIXES else "parameter"
+                layer.tensors[name] = _info(f"{path}.{name}" if path else name, t, kind)
+        for name, t in _items(buffers):
+            if isinstance(t, TensorStub):
+                layer.tensors[name] = _info(f"{path}.{name}" if path else name, t, "buffer")
+        for local, info in layer.tensors.items():
+            graph.tensors[f"{path}.{local}" if path else local] = info
+        graph.layers[path] = layer
+        for name, child in reversed(_items(children)):
+            if isinstance(child, Stub):
+                stack.append((f"{path}.{name}" if path else str(name), child))
+
+
+def _items(mapping: Any) -> list[tuple[str, Any]]:
+    if isinstance(mapping, dict):
+        return [(str(k), v) for k, v in mapping.items()]
+    return []
+
+
+def _training(module: Stub) -> bool | None:
+    value = module.attributes.get("training")
+    return value if isinstance(value, bool) else None
+
+
+def unpickle_error(exc: BaseException) -> Unreadable:
+    if isinstance(exc, Unreadable):
+        return exc
+    if isinstance(exc, pickle.UnpicklingError):
+        return Unreadable(f"cannot unpickle: {_short(exc)}")
+    return Unreadable(f"cannot read: {_short(exc)}")

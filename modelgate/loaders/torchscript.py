@@ -1,0 +1,170 @@
+"""TorchScript archives.
+
+Without torch: the module tree, parameters, training flags and traced input shapes come from
+the archive's pickles (read inertly, like any checkpoint). With torch: the graph's ops, their
+constant arguments, owning modules and source lines come from ``torch.jit.load``, which runs
+only after every pickle in the archive has been scanned clean.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from modelgate.graph import ModelGraph, Op, ValueInfo
+from modelgate.loaders import pickles
+from modelgate.loaders.archive import Archive, scan_archive
+from modelgate.loaders.errors import Unreadable
+from modelgate.loaders.pickles import TensorStub
+from modelgate.loaders.torch_pickle import _check_storages, _read_module
+from modelgate.sources import parse_torchscript_range
+
+_HIERARCHY = re.compile(r"([\w]+)\(([\w.]+)\)")
+# Nodes that only move values around; kept out of the op list.
+_PLUMBING = frozenset(
+    {"prim::Constant", "prim::GetAttr", "prim::ListConstruct", "prim::TupleConstruct",
+     "prim::ListUnpack", "prim::TupleUnpack", "prim::NumToTensor", "prim::device", "prim::dtype"}
+)  # fmt: skip
+
+
+def is_torchscript(archive: Archive) -> bool:
+    return archive.has("data.pkl") and (
+        bool(archive.names("code/")) or archive.has("constants.pkl")
+    )
+
+
+def load(archive: Archive, graph: ModelGraph, policy: pickles.Policy) -> None:
+    ts_policy = pickles.Policy(extra=policy.extra, torchscript=True)
+    report = scan_archive(archive, ts_policy)
+    graph.pickle_issues.extend(report.issues)
+    graph.native_code.extend(report.native)
+    graph.format = "torchscript"
+    if report.issues:
+        graph.notes.append("the archive's pickles were not read: they are unsafe")
+        return
+    try:
+        root = pickles.load_inert(archive.read("data.pkl"), ts_policy, class_stubs=True)
+    except Unreadable:
+        raise
+    except Exception as exc:
+        raise Unreadable(f"data.pkl: cannot unpickle ({str(exc)[:120]})") from None
+    _check_storages(root, archive, graph)
+    if isinstance(root, pickles.Stub):
+        _read_module(root, graph)
+    graph.inputs = _traced_inputs(archive, ts_policy)
+    if graph.inputs:
+        graph.input_source = "model"
+    _read_graph(archive, graph)
+
+
+def _traced_inputs(archive: Archive, policy: pickles.Policy) -> list[ValueInfo]:
+    """``torch.jit.trace`` stores its example inputs' metadata in traced_inputs.pkl."""
+    if not archive.has("traced_inputs.pkl"):
+        return []
+    try:
+        stored = pickles.load_inert(archive.read("traced_inputs.pkl"), policy, class_stubs=True)
+    except Exception:  # missing input shapes are reported where a rule needs them
+        return []
+    forward = _unwrap(stored)
+    if isinstance(forward, dict):
+        forward = _unwrap(forward.get("forward"))
+    if not isinstance(forward, (list, tuple)):
+        return []
+    out = []
+    for i, item in enumerate(forward):
+        if isinstance(item, TensorStub):
+            out.append(ValueInfo(f"input_{i}", tuple(item.shape), item.dtype))
+    return out
+
+
+def _unwrap(value: Any) -> Any:
+    """``restore_type_tag(value, "List[Any]")`` records come back as inert call records."""
+    while isinstance(value, pickles._Record) and value.name.endswith("restore_type_tag"):
+        value = value.args[0] if value.args else None
+    return value
+
+
+def _read_graph(archive: Archive, graph: ModelGraph) -> None:
+    try:
+        import torch
+    except ImportError:
+        graph.notes.append(
+            "TorchScript ops need torch to read: install modelgate[torch] "
+            "(weights, training flags and traced input shapes were read without it)"
+        )
+        return
+    try:
+        module = torch.jit.load(graph.path, map_location="cpu")
+        g = module.inlined_graph
+    except Exception as exc:  # torch's own reader refused the archive
+        raise Unreadable(f"torch.jit.load failed: {str(exc).splitlines()[0][:160]}") from None
+    graph.has_graph = True
+    for index, node in enumerate(g.nodes()):
+        if node.kind() not in _PLUMBING:
+            graph.ops.append(_op(node, index))
+
+
+def _op(node: Any, index: int) -> Op:
+    schema = ""
+    try:
+        schema = node.schema()
+    except Exception:  # nodes without a schema (prim ops) print "(no schema)" or raise
+        schema = ""
+    arg_names = _schema_args(schema)
+    args: dict[str, Any] = {}
+    inputs: list[str] = []
+    for i, value in enumerate(node.inputs()):
+        key = arg_names[i] if i < len(arg_names) else f"arg{i}"
+        producer = value.node()
+        if producer.kind() == "prim::Constant":
+            try:
+                constant = value.toIValue()
+            except Exception:
+                constant = None
+            if isinstance(constant, (bool, int, float, str, list, tuple)) or constant is None:
+                args[key] = constant
+        elif producer.kind() == "prim::ListConstruct":
+            items = []
+            for item in producer.inputs():
+                items.append(item.toIValue() if item.node().kind() == "prim::Constant" else None)
+            args[key] = items
+        elif producer.kind() == "prim::GetAttr" and producer.s("name") == "training":
+            args[key] = {"attribute": "training"}
+        inputs.append(value.debugName())
+    module, module_type = _hierarchy(node)
+    source = parse_torchscript_range(str(node.sourceRange()))
+    return Op(
+        name=f"{node.kind()}#{index}",
+        target=node.kind(),
+        inputs=inputs,
+        outputs=[o.debugName() for o in node.outputs()],
+        args=args,
+        module=module,
+        module_type=module_type,
+        source=source,
+    )
+
+
+def _schema_args(schema: str) -> list[str]:
+    """Argument names of "aten::dropout(Tensor input, float p, bool train) -> Tensor"."""
+    if "(" not in schema:
+        return []
+    inner = schema.split("(", 1)[1].rsplit(") ->", 1)[0]
+    names = []
+    for part in inner.split(","):
+        part = part.strip().split("=")[0].strip()
+        if part and part != "*":
+            names.append(part.split()[-1])
+    return names
+
+
+def _hierarchy(node: Any) -> tuple[str | None, str | None]:
+    """"layer1(Sequential).0(BasicBlock).conv1(Conv2d)" -> ("layer1.0.conv1", "Conv2d")."""
+    try:
+        text = node.getModuleHierarchy()
+    except Exception:
+        return None, None
+    pairs = _HIERARCHY.findall(text or "")
+    if not pairs:
+        return None, None
+    return ".".join(p[0] for p in pairs), pairs[-1][1]

@@ -1,0 +1,71 @@
+"""The report: what every reporter renders. Reporters never compute; everything is here."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from modelgate import __version__
+from modelgate.finding import Finding, severity_rank
+
+
+@dataclass
+class ModelReport:
+    path: str  # as the user named it (repository-relative under the Action)
+    format: str
+    findings: list[Finding] = field(default_factory=list)
+    metrics: dict[str, Any] = field(default_factory=dict)
+    skipped: dict[str, str] = field(default_factory=dict)  # rule id -> why it did not run
+    notes: list[str] = field(default_factory=list)
+    passed: bool = True
+
+    def counts(self) -> dict[str, int]:
+        out = {"error": 0, "warning": 0, "info": 0}
+        for f in self.findings:
+            out[f.severity] += 1
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "path": self.path,
+            "format": self.format,
+            "passed": self.passed,
+            "findings": [f.to_dict() for f in self.findings],
+            "metrics": self.metrics,
+            "skipped": [{"rule": r, "reason": why} for r, why in sorted(self.skipped.items())],
+            "notes": self.notes,
+        }
+
+
+@dataclass
+class Report:
+    models: list[ModelReport] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # run-level: unused ignores, ...
+    fail_on: str = "error"
+    version: str = __version__
+
+    @property
+    def passed(self) -> bool:
+        return all(m.passed for m in self.models)
+
+    def counts(self) -> dict[str, int]:
+        out = {"error": 0, "warning": 0, "info": 0}
+        for m in self.models:
+            for k, v in m.counts().items():
+                out[k] += v
+        return out
+
+    def findings(self) -> list[tuple[ModelReport, Finding]]:
+        """All findings, most severe first, then by model and message (a stable order)."""
+        pairs = [(m, f) for m in self.models for f in m.findings]
+        return sorted(pairs, key=lambda p: (severity_rank(p[1].severity), p[0].path, p[1].rule))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "modelgate": self.version,
+            "passed": self.passed,
+            "fail_on": self.fail_on,
+            "counts": self.counts(),
+            "models": [m.to_dict() for m in self.models],
+            "notes": self.notes,
+        }

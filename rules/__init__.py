@@ -1,0 +1,30 @@
+"""Every check modelgate makes, one module per rule, registered here explicitly."""
+
+from __future__ import annotations
+
+from modelgate.registry import Registry
+from . import (
+    mg001_oversized_linear,
+    mg002_fp16_batchnorm,
+    mg004_dropout_in_eval,
+    mg005_dynamic_shape,
+    mg006_adaptive_pool_expansion,
+    mg007_fp64_weights,
+    mg901_unsafe_pickle,
+    mg902_unreadable_model,
+    mg903_native_code,
+)
+
+REGISTRY = Registry(
+    [
+        mg001_oversized_linear,
+        mg002_fp16_batchnorm,
+        mg004_dropout_in_eval,
+        mg005_dynamic_shape,
+        mg006_adaptive_pool_expansion,
+        mg007_fp64_weights,
+        mg901_unsafe_pickle,
+        mg902_unreadable_model,
+        mg903_native_code,
+    ]
+)

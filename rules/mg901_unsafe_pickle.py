@@ -1,0 +1,75 @@
+"""A pickle inside the model file would run code when loaded.
+
+## What it does
+Scans every pickle in the file before anything is unpickled (every archive member that is a
+pickle, nested archives, the legacy `torch.save` layout) and flags each global outside the
+allow-list of what tensors and plain containers need, naming it and the member. A pickle
+whose opcode stream cannot be followed is flagged too: fail closed.
+
+## Why is this bad?
+Pickle is a program. `torch.load` of a file from a pull request can run `os.system`,
+`exec` or anything importable, on a developer's laptop or a CI runner with secrets. A model
+that pickles its own classes (`torch.save(model)`) also breaks when the code moves.
+
+## Example
+```python
+torch.save(model, "model.pt")          # pickles __main__.Net: code runs at load
+```
+
+## Use instead
+```python
+torch.save(model.state_dict(), "model.pt")
+# or: safetensors.torch.save_file(model.state_dict(), "model.safetensors")
+```
+If you trust a class of your own, allow it in `modelgate.yaml`:
+```yaml
+pickle:
+  allow: ["mypackage.models.*"]
+```
+
+## Options
+None (the allow-list is extended under `pickle: allow:` at the top of the config).
+
+## References
+- Python pickle security warning, https://docs.python.org/3/library/pickle.html
+- torch.load weights_only, https://pytorch.org/docs/stable/generated/torch.load.html
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from modelgate.finding import Location, Problem
+from modelgate.graph import ModelGraph
+
+ID = "MG901"
+NAME = "unsafe-pickle"
+SEVERITY = "error"
+NEEDS = "file"
+OPTIONS: dict = {}
+
+_DANGEROUS = ("os.", "posix.", "nt.", "subprocess.", "builtins.", "sys.", "shutil.", "socket.",
+              "runpy.", "pickle.", "_pickle.", "importlib.", "pty.", "webbrowser.",
+              "torch.load", "torch.hub", "code.", "ctypes.")  # fmt: skip
+
+
+def check(graph: ModelGraph, options: dict) -> Iterator[Problem]:
+    for issue in graph.pickle_issues:
+        if issue.global_name is None:
+            message = f"{issue.member}: {issue.detail}"
+            fix = "a checkpoint of tensors never needs this; re-save it as a state dict or safetensors"
+        else:
+            message = f"{issue.member}: {issue.detail}"
+            if issue.global_name.startswith(_DANGEROUS) or issue.usage == "call":
+                fix = "do not load this file; if it is yours, re-save the state dict or safetensors"
+            else:
+                fix = (
+                    "save the state dict instead (torch.save(model.state_dict())), or if you "
+                    f'trust it, allow it: pickle: {{allow: ["{issue.global_name}"]}}'
+                )
+        yield Problem(
+            message,
+            Location(graph.path, member=issue.member),
+            fix=fix,
+            key=f"{issue.member}:{issue.global_name or 'stream'}",
+        )

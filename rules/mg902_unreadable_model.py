@@ -1,0 +1,56 @@
+"""The file cannot be read as a model.
+
+## What it does
+Reports a file modelgate cannot read, with a one-line reason: empty, truncated, random
+bytes, a git-lfs pointer instead of the model, a zip bomb or absurd sizes, a safetensors
+header whose offsets do not match its data, ONNX external data outside the model's folder,
+or a file that is no model at all.
+
+## Why is this bad?
+What modelgate cannot read, a converter or `torch.load` cannot either, usually with a far
+worse message and sometimes only on the device. A git-lfs pointer in particular means CI
+checked out a 130-byte text file instead of the model.
+
+## Example
+```text
+version https://git-lfs.github.com/spec/v1
+oid sha256:4d7a...
+size 4812873401
+```
+
+## Use instead
+Commit the real file (`git lfs pull` locally; `lfs: true` in `actions/checkout`), re-export
+a truncated file, and keep ONNX external data next to the model.
+
+## Options
+None.
+
+## References
+- Git LFS, https://git-lfs.com
+- safetensors format, https://github.com/huggingface/safetensors#format
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from modelgate.finding import Location, Problem
+from modelgate.graph import ModelGraph
+
+ID = "MG902"
+NAME = "unreadable-model"
+SEVERITY = "error"
+NEEDS = "file"
+OPTIONS: dict = {}
+
+
+def check(graph: ModelGraph, options: dict) -> Iterator[Problem]:
+    if graph.unreadable is None:
+        return
+    hint = graph.metadata.get("unreadable_hint")
+    yield Problem(
+        graph.unreadable,
+        Location(graph.path, member=graph.unreadable_member),
+        fix=hint,
+        key="unreadable",
+    )
