@@ -28,18 +28,33 @@ def _parser() -> argparse.ArgumentParser:
 
     check = sub.add_parser("check", help="check model files (the gate)")
     check.add_argument("paths", nargs="+", metavar="PATH", help="model files or folders")
-    check.add_argument("--config", help="config file (default: modelgate.yaml, or "
-                       "[tool.modelgate] in pyproject.toml, nearest upward)")
+    check.add_argument(
+        "--config",
+        help="config file (default: modelgate.yaml, or "
+        "[tool.modelgate] in pyproject.toml, nearest upward)",
+    )
     check.add_argument("--format", choices=["text", "json"], default="text")
     check.add_argument("--output", "-o", help="write the report to this file instead of stdout")
-    check.add_argument("--target", action="append", choices=["coreml", "onnx"],
-                       help="converter the model must pass (repeatable; default from config)")
-    check.add_argument("--input-shape", action="append", default=[], metavar="NAME=1x3x224x224",
-                       help="input shape where the model records none (repeatable)")
+    check.add_argument(
+        "--target",
+        action="append",
+        choices=["coreml", "onnx"],
+        help="converter the model must pass (repeatable; default from config)",
+    )
+    check.add_argument(
+        "--input-shape",
+        action="append",
+        default=[],
+        metavar="NAME=1x3x224x224",
+        help="input shape where the model records none (repeatable)",
+    )
     check.add_argument("--select", help="only these rules (comma-separated ids or names)")
     check.add_argument("--ignore", help="skip these rules (comma-separated ids or names)")
-    check.add_argument("--fail-on", choices=["error", "warning", "info"],
-                       help="lowest severity that fails the gate (default: error)")
+    check.add_argument(
+        "--fail-on",
+        choices=["error", "warning", "info"],
+        help="lowest severity that fails the gate (default: error)",
+    )
     check.add_argument("--color", choices=["auto", "always", "never"], default="auto")
 
     sub.add_parser("rules", help="list the rules")

@@ -222,7 +222,9 @@ def read_document(path: str) -> dict[str, Any]:
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark is not None else ""
-        raise ConfigError(f"invalid YAML in {path}{where}: {getattr(exc, 'problem', exc)}") from None
+        raise ConfigError(
+            f"invalid YAML in {path}{where}: {getattr(exc, 'problem', exc)}"
+        ) from None
     if doc is None:
         return {}
     if not isinstance(doc, dict):
@@ -255,7 +257,9 @@ def from_dict(doc: dict[str, Any], source: str = "config") -> Config:
         else:
             sev = value.get("severity")
             options = {k: v for k, v in value.items() if k != "severity"}
-            rules[module.ID] = RuleSetting(sev != "off", None if sev in (None, "off") else sev, options)
+            rules[module.ID] = RuleSetting(
+                sev != "off", None if sev in (None, "off") else sev, options
+            )
     ignore: dict[str, tuple[str, ...]] = {}
     for glob, keys in (doc.get("ignore") or {}).items():
         ids = []
@@ -308,8 +312,10 @@ def _describe(error: Any, doc: dict[str, Any]) -> str:
                 if sub.absolute_path:
                     key = list(sub.absolute_path)[-1]
                     return f'option "{key}" of rule "{module.ID}": {sub.message}'
-        return (f'rules.{path[1]}: expected one of off, error, warning, info, or a mapping of '
-                f'severity and options, got {value!r}')
+        return (
+            f"rules.{path[1]}: expected one of off, error, warning, info, or a mapping of "
+            f"severity and options, got {value!r}"
+        )
     if error.validator == "additionalProperties":
         extra = sorted(set(error.instance) - set(error.schema.get("properties", {})))
         name = extra[0] if extra else "?"
@@ -322,7 +328,7 @@ def _describe(error: Any, doc: dict[str, Any]) -> str:
 
 
 def parse_input_shape(text: str) -> InputSpec:
-    """"x=1x3x224x224", "1x3x224x224" or "x=1,3,224,224:float16" -> InputSpec."""
+    """ "x=1x3x224x224", "1x3x224x224" or "x=1,3,224,224:float16" -> InputSpec."""
     name: str | None = None
     dtype = "float32"
     spec = text.strip()

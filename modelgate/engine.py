@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from modelgate import loaders
 from modelgate.config import Config, InputSpec
@@ -116,11 +116,12 @@ def _no_graph_reason(graph: ModelGraph) -> str:
 
 
 def _stamp(module: object, severity: str, problem: Problem, display: str) -> Finding:
-    location = problem.location
-    if location.path != display:
-        from dataclasses import replace
-
-        location = replace(location, path=display)
+    location = replace(problem.location, path=display)
+    source = location.source
+    if source is not None and os.path.isabs(source.file):
+        local = display_path(source.file)
+        if local != source.file:  # recorded on this machine, inside the working directory
+            location = replace(location, source=replace(source, file=local))
     return Finding(
         rule=module.ID,  # type: ignore[attr-defined]
         name=module.NAME,  # type: ignore[attr-defined]
@@ -146,7 +147,9 @@ def static_metrics(graph: ModelGraph) -> dict:
         "parameters": total,
         "weights_mb": round(graph.weight_bytes / 1e6, 3),
         "tensors": len(graph.tensors),
-        "dtypes_mb": {k: round(v / 1e6, 3) for k, v in sorted(dtypes.items(), key=lambda kv: -kv[1])},
+        "dtypes_mb": {
+            k: round(v / 1e6, 3) for k, v in sorted(dtypes.items(), key=lambda kv: -kv[1])
+        },
         "largest_layers": [
             {
                 "module": layer.path or "(root)",

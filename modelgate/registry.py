@@ -53,7 +53,9 @@ class Registry:
         if getattr(module, "NEEDS", None) not in NEEDS:
             raise RegistryError(f"{where}: NEEDS must be one of {NEEDS}")
         options = getattr(module, "OPTIONS", None)
-        if not isinstance(options, dict) or not all(isinstance(o, Option) for o in options.values()):
+        if not isinstance(options, dict) or not all(
+            isinstance(o, Option) for o in options.values()
+        ):
             raise RegistryError(f"{where}: OPTIONS must map names to Option")
         if not callable(getattr(module, "check", None)):
             raise RegistryError(f"{where}: no check(graph, options)")

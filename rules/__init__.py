@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from modelgate.registry import Registry
+
 from . import (
     mg001_oversized_linear,
     mg002_fp16_batchnorm,

@@ -55,6 +55,9 @@ OPTIONS = {
 
 _FLATTENING = {"aten::flatten", "aten::view", "aten::reshape", "aten::_unsafe_view",
                "onnx::Flatten", "onnx::Reshape"}  # fmt: skip
+_PASSTHROUGH = {"dropout", "feature_dropout", "alpha_dropout", "relu", "gelu", "silu", "tanh",
+                "sigmoid", "hardtanh", "leaky_relu", "contiguous", "clone", "detach", "alias",
+                "_to_copy", "to", "identity"}  # fmt: skip
 
 
 def _weight(layer: Layer) -> tuple[int, ...] | None:
@@ -80,7 +83,11 @@ def check(graph: ModelGraph, options: dict) -> Iterator[Problem]:
         too_big = options["max_parameters"] is not None and params > options["max_parameters"]
         if not (big_share or too_big):
             continue
-        what = f"{layer.short_type} {dims(shape)}" if not layer.inferred else f"2-D weight {dims(shape)}"
+        what = (
+            f"{layer.short_type} {dims(shape)}"
+            if not layer.inferred
+            else f"2-D weight {dims(shape)}"
+        )
         message = (
             f"{layer.path}: {what} holds {human_count(params)} parameters "
             f"({human_bytes(layer.nbytes)}, {share:.0%} of the model)"
@@ -103,18 +110,26 @@ def check(graph: ModelGraph, options: dict) -> Iterator[Problem]:
 
 
 def _feeder(graph: ModelGraph, module: str) -> str | None:
-    """Describe what the layer's input is, when the graph says: "a flattened 128x128x72 map"."""
+    """Describe what the layer's input is, when the graph says: "a flattened 128x128x72 map".
+
+    Walks back through ops that keep the shape (dropout, activations) to the flatten."""
     producers = {out: op for op in graph.ops for out in op.outputs}
     for op in graph.ops:
         if op.module != module or op.opname.lower() not in ("linear", "gemm", "matmul", "addmm"):
             continue
-        for name in op.inputs:
-            source = producers.get(name)
-            if source is None or source.target not in _FLATTENING:
-                continue
-            before = source.inputs[0] if source.inputs else None
-            value = graph.value(before) if before else None
-            if value is not None and value.shape and len(value.shape) >= 3:
-                return f"a flattened {dims(value.shape[1:])} feature map"
-            return "a flattened feature map"
+        source = producers.get(op.inputs[0]) if op.inputs else None
+        for _ in range(6):
+            if source is None or source.target in _FLATTENING:
+                break
+            if source.opname.lower().rstrip("_") not in _PASSTHROUGH or not source.inputs:
+                source = None
+                break
+            source = producers.get(source.inputs[0])
+        if source is None:
+            continue
+        before = source.inputs[0] if source.inputs else None
+        value = graph.value(before) if before else None
+        if value is not None and value.shape and len(value.shape) >= 3:
+            return f"a flattened {dims(value.shape[1:])} feature map"
+        return "a flattened feature map"
     return None

@@ -56,7 +56,9 @@ def _truthy(value: Any, graph: ModelGraph, op: Op) -> bool:
         return value
     if isinstance(value, dict) and value.get("attribute") == "training":
         layer = graph.layers.get(op.module or "")
-        flag = layer.training if layer is not None and layer.training is not None else graph.training
+        flag = (
+            layer.training if layer is not None and layer.training is not None else graph.training
+        )
         return bool(flag)
     return False
 

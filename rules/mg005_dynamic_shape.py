@@ -1,7 +1,8 @@
 """Inputs with dynamic dimensions, and ops whose output shape depends on the data.
 
 ## What it does
-For the `coreml` target (ONNX takes dynamic dimensions as they are): for each model input, names every dimension that is not a fixed number (a symbol such as
+For the `coreml` target (ONNX takes dynamic dimensions as they are): for each model input,
+names every dimension that is not a fixed number (a symbol such as
 `s77` in a `torch.export` program, a `dim_param` such as `batch` in ONNX) and says what each
 target needs. Also flags ops whose output shape depends on input values (`nonzero`, `unique`,
 `masked_select`, ONNX `NonZero`, ...).
@@ -75,13 +76,20 @@ def check(graph: ModelGraph, options: dict) -> Iterator[Problem]:
                 continue
             low, high = _range(graph, name) if dim is not None else (None, None)
             if high is not None:
-                need = (f"Core ML needs it declared: ct.RangeDim({max(low or 1, 1)}, {high}) "
-                        "or ct.EnumeratedShapes")
+                need = (
+                    f"Core ML needs it declared: ct.RangeDim({max(low or 1, 1)}, {high}) "
+                    "or ct.EnumeratedShapes"
+                )
             else:
-                need = ("Core ML needs it fixed or bounded: ct.RangeDim(lower, upper) with an "
-                        "upper bound, or ct.EnumeratedShapes")
-            span = f", range {low if low is not None else '?'}..{high if high is not None else '∞'}" \
-                if name in graph.symbols else ""
+                need = (
+                    "Core ML needs it fixed or bounded: ct.RangeDim(lower, upper) with an "
+                    "upper bound, or ct.EnumeratedShapes"
+                )
+            span = (
+                f", range {low if low is not None else '?'}..{high if high is not None else '∞'}"
+                if name in graph.symbols
+                else ""
+            )
             yield Problem(
                 f"input {value.name} {shape_str(value.shape)}: dimension {index} is dynamic "
                 f"({name}{span}); {need}",

@@ -79,16 +79,18 @@ def check(graph: ModelGraph, options: dict) -> Iterator[Problem | Skip]:
         if not all(isinstance(d, int) for d in spatial):
             unknown += 1
             continue
-        out_sizes = [o if isinstance(o, int) else s for o, s in zip(out, spatial)]
+        out_sizes = [o if isinstance(o, int) else s for o, s in zip(out, spatial, strict=True)]
         bad = [
-            (s, o) for s, o in zip(spatial, out_sizes) if isinstance(o, int) and (o > s or s % o)
+            (s, o)
+            for s, o in zip(spatial, out_sizes, strict=True)
+            if isinstance(o, int) and (o > s or s % o)
         ]
         if not bad:
             continue
         windows = 1
         for o in out_sizes:
             windows *= int(o)
-        reasons = ", ".join(f"{s} into {o}" for s, o in bad)
+        reasons = ", ".join(dict.fromkeys(f"{s} into {o}" for s, o in bad))
         kind = "AdaptiveMaxPool" if "max" in op.target else "AdaptiveAvgPool"
         yield Problem(
             f"{op.module or op.name}: {kind}{rank}d to {dims(tuple(out_sizes))} from a "
@@ -100,4 +102,6 @@ def check(graph: ModelGraph, options: dict) -> Iterator[Problem | Skip]:
             key=f"{op.module or op.name}",
         )
     if unknown:
-        yield Skip(f"{unknown} adaptive pooling op(s) with unknown input shapes; {HOW_TO_GIVE_SHAPES}")
+        yield Skip(
+            f"{unknown} adaptive pooling op(s) with unknown input shapes; {HOW_TO_GIVE_SHAPES}"
+        )

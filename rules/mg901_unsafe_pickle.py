@@ -57,7 +57,7 @@ def check(graph: ModelGraph, options: dict) -> Iterator[Problem]:
     for issue in graph.pickle_issues:
         if issue.global_name is None:
             message = f"{issue.member}: {issue.detail}"
-            fix = "a checkpoint of tensors never needs this; re-save it as a state dict or safetensors"
+            fix = "a checkpoint of tensors never needs this: re-save the state dict or safetensors"
         else:
             message = f"{issue.member}: {issue.detail}"
             if issue.global_name.startswith(_DANGEROUS) or issue.usage == "call":

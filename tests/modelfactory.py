@@ -93,7 +93,8 @@ class Factory:
         return path
 
     def torch_zip(self, pickled: bytes, name: str = "evil.pt",
-                  extra: dict[str, bytes] | None = None, folder: str = "archive") -> Path:  # fmt: skip
+                  extra: dict[str, bytes] | None = None,
+                  folder: str = "archive") -> Path:  # fmt: skip
         """A torch.save-style zip whose data.pkl is ``pickled`` (for hostile tests)."""
         path = self.path(name)
         with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as zf:

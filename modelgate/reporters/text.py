@@ -16,7 +16,9 @@ def _header(model: ModelReport, color: bool) -> str:
     m = model.metrics
     bits = [model.format.replace("_", " ")]
     if "file_mb" in m:
-        bits.append(f"{m['file_mb']:.1f} MB" if m["file_mb"] >= 0.1 else f"{m['file_mb'] * 1000:.0f} kB")
+        bits.append(
+            f"{m['file_mb']:.1f} MB" if m["file_mb"] >= 0.1 else f"{m['file_mb'] * 1000:.0f} kB"
+        )
     if m.get("parameters"):
         bits.append(f"{human_count(m['parameters'])} params")
     status = _paint("pass", "pass", color) if model.passed else _paint("FAIL", "error", color)
