@@ -22,7 +22,8 @@ demo: install
 	@echo "--- a model that passes ---------------------------------------------------"
 	$(VENV)/bin/modelgate check demo/good.pt2
 	@echo "--- a model with the classic deployment bugs (the gate fails: exit 1) -----"
-	-$(VENV)/bin/modelgate check demo/bad.pt2 demo/bad_state_dict.pt
+	@$(VENV)/bin/modelgate check demo/bad.pt2 demo/bad_state_dict.pt; \
+	  echo "(modelgate exited $$?: 0 passed, 1 failed, 2 usage or config error)"
 
 test: install
 	$(VENV)/bin/ruff check .

@@ -33,7 +33,16 @@ def _parser() -> argparse.ArgumentParser:
         help="config file (default: modelgate.yaml, or "
         "[tool.modelgate] in pyproject.toml, nearest upward)",
     )
-    check.add_argument("--format", choices=["text", "json"], default="text")
+    check.add_argument(
+        "--format",
+        choices=["text", "json", "github", "sarif", "markdown"],
+        help="report format (default: github under GitHub Actions, else text)",
+    )
+    check.add_argument(
+        "--summary",
+        metavar="FILE",
+        help='also append a Markdown summary to FILE (e.g. "$GITHUB_STEP_SUMMARY")',
+    )
     check.add_argument("--output", "-o", help="write the report to this file instead of stdout")
     check.add_argument(
         "--target",
@@ -114,6 +123,11 @@ def _schema() -> int:
     return EXIT_PASS
 
 
+def _under_actions() -> bool:
+    """GitHub Actions sets GITHUB_ACTIONS=true; then annotations are the default output."""
+    return os.environ.get("GITHUB_ACTIONS") == "true"
+
+
 def _split(text: str | None) -> list[str]:
     return [part.strip() for part in (text or "").split(",") if part.strip()]
 
@@ -165,7 +179,21 @@ def _check(args: argparse.Namespace) -> int:
         args.color == "auto" and args.output is None and sys.stdout.isatty()
         and "NO_COLOR" not in os.environ
     )  # fmt: skip
-    text = render(report, args.format, color=color)
+    fmt = args.format or ("github" if _under_actions() and args.output is None else "text")
+    shown = report
+    if fmt in ("github", "sarif", "markdown") or args.summary:
+        from modelgate import repo  # annotations and SARIF want repository-relative paths
+
+        located = repo.relocate(report, repo.find_root() or os.getcwd())
+        shown = report if fmt in ("text", "json") else located
+        if args.summary:
+            try:
+                with open(args.summary, "a", encoding="utf-8") as fh:
+                    fh.write(render(located, "markdown"))
+            except OSError as exc:
+                print(f"modelgate: cannot write {args.summary}: {exc.strerror}", file=sys.stderr)
+                return EXIT_USAGE
+    text = render(shown, fmt, color=color)
     if args.output:
         try:
             with open(args.output, "w", encoding="utf-8") as fh:

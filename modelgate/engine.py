@@ -16,7 +16,7 @@ from modelgate.config import Config, InputSpec
 from modelgate.finding import Finding, Problem, severity_rank
 from modelgate.graph import ModelGraph, ValueInfo
 from modelgate.report import ModelReport, Report
-from modelgate.rule import Skip
+from modelgate.rule import Note, Skip
 
 # What a directory walk picks up; files named explicitly are read whatever their name.
 MODEL_SUFFIXES = (
@@ -76,6 +76,7 @@ def apply_inputs(graph: ModelGraph, specs: tuple[InputSpec, ...], source: str | 
 class _Outcome:
     findings: list[Finding] = field(default_factory=list)
     skipped: dict[str, str] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
 
 
 def run_rules(graph: ModelGraph, config: Config, display: str) -> _Outcome:
@@ -101,6 +102,9 @@ def run_rules(graph: ModelGraph, config: Config, display: str) -> _Outcome:
             for item in module.check(graph, options):
                 if isinstance(item, Skip):
                     outcome.skipped[module.ID] = item.reason
+                    continue
+                if isinstance(item, Note):
+                    outcome.notes.append(f"{module.ID}: {item.text}")
                     continue
                 outcome.findings.append(_stamp(module, severity, item, display))
         except Exception as exc:  # a rule bug is reported, not raised into someone's CI log
@@ -182,9 +186,12 @@ def check_file(path: str, config: Config, cli_inputs: tuple[InputSpec, ...] = ()
         apply_inputs(graph, cli_inputs, "cli")
     elif config.inputs:
         apply_inputs(graph, config.inputs, "config")
+    if graph.infer_shapes is not None:
+        graph.infer_shapes()
+        graph.infer_shapes = None  # drops the loaded module
     outcome = run_rules(graph, config, display)
     report = ModelReport(display, graph.format, outcome.findings, static_metrics(graph),
-                         outcome.skipped, list(graph.notes))  # fmt: skip
+                         outcome.skipped, [*graph.notes, *outcome.notes])  # fmt: skip
     return report
 
 

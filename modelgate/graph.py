@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from collections.abc import Callable
 from typing import Any
 
 from modelgate.finding import SourceLocation
@@ -237,6 +238,8 @@ class ModelGraph:
     unreadable_member: str | None = None
     notes: list[str] = field(default_factory=list)  # what the reader could not do, and why
     native_code: list[str] = field(default_factory=list)  # archive members that are binaries
+    # set by loaders that can compute value shapes once input shapes are final (TorchScript)
+    infer_shapes: Callable[[], None] | None = field(default=None, repr=False, compare=False)
 
     # -- derived views ---------------------------------------------------------------------
     @property

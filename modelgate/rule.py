@@ -7,7 +7,7 @@ A rule is a plain module in ``rules/``::
     SEVERITY = "error"            # default; the config may change it
     NEEDS = "weights"             # weights | graph | shapes | checks
     OPTIONS = {"min_share": Option(float, 0.5, "...")}
-    def check(graph, options): ...  # yields Problem or Skip; never prints, never loads files
+    def check(graph, options): ...  # yields Problem, Skip or Note; never prints or loads files
 
 Its docstring is its documentation (``modelgate rule MG001``) with the sections ruff uses.
 """
@@ -49,6 +49,13 @@ class Option:
             schema["items"] = {"type": names[self.item_type]}
         schema["default"] = self.default
         return schema
+
+
+@dataclass(frozen=True)
+class Note:
+    """Something a reader should know that is not a finding (kept in the model's notes)."""
+
+    text: str
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,7 @@ from modelgate.registry import Registry
 from . import (
     mg001_oversized_linear,
     mg002_fp16_batchnorm,
+    mg003_unsupported_op,
     mg004_dropout_in_eval,
     mg005_dynamic_shape,
     mg006_adaptive_pool_expansion,
@@ -20,6 +21,7 @@ REGISTRY = Registry(
     [
         mg001_oversized_linear,
         mg002_fp16_batchnorm,
+        mg003_unsupported_op,
         mg004_dropout_in_eval,
         mg005_dynamic_shape,
         mg006_adaptive_pool_expansion,

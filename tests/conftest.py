@@ -20,6 +20,9 @@ sys.path.insert(0, str(ROOT / "tests"))
 def _quiet_torch(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PYTORCH_JIT_LOG_LEVEL", "")
     monkeypatch.setenv("TORCH_CPP_LOG_LEVEL", "ERROR")
+    # the suite runs in GitHub Actions too, where the CLI would default to annotations
+    for name in ("GITHUB_ACTIONS", "GITHUB_STEP_SUMMARY", "GITHUB_OUTPUT", "GITHUB_BASE_REF"):
+        monkeypatch.delenv(name, raising=False)
 
 
 @pytest.fixture

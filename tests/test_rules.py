@@ -163,8 +163,11 @@ def test_mg005_static_model_is_clean(models) -> None:
 
 
 # -- MG006 adaptive-pool-expansion --------------------------------------------------------------
-def test_mg006_non_dividing_pool(models) -> None:
-    path = models.pt2(modelfactory.build("odd_pool", out=(7, 7)).eval(), shape=(1, 3, 10, 10))
+@pytest.mark.parametrize("fmt", ["pt2", "torchscript"])
+def test_mg006_non_dividing_pool(models, fmt: str) -> None:
+    model = modelfactory.build("odd_pool", out=(7, 7)).eval()
+    save = models.pt2 if fmt == "pt2" else models.torchscript
+    path = save(model, shape=(1, 3, 10, 10))
     (finding,) = [f for f in model_report(path).findings if f.rule == "MG006"]
     assert finding.location.module == "pool"
     assert "AdaptiveAvgPool2d to 7x7 from a 10x10 input" in finding.message
@@ -180,6 +183,17 @@ def test_mg006_upsampling_pool(models) -> None:
 def test_mg006_dividing_pool_is_clean(models) -> None:
     path = models.pt2(modelfactory.build("odd_pool", out=(5, 5)).eval(), shape=(1, 3, 10, 10))
     assert findings(path, "MG006") == []
+    ts = models.torchscript(modelfactory.build("odd_pool", out=(5, 5)).eval(), shape=(1, 3, 10, 10))
+    assert findings(ts, "MG006") == []
+
+
+def test_mg006_shapes_from_the_command_line_win(models) -> None:
+    """A TorchScript traced at 10x10 but deployed at 14x14: 14 % 7 == 0, so the pool is fine."""
+    path = models.torchscript(
+        modelfactory.build("odd_pool", out=(7, 7)).eval(), shape=(1, 3, 10, 10)
+    )
+    assert findings(path, "MG006") == [("MG006", "pool")]
+    assert findings(path, "MG006", inputs=[{"shape": [1, 3, 14, 14]}]) == []
 
 
 def test_mg006_without_a_graph_says_why(models) -> None:

@@ -72,10 +72,27 @@ class DataDependent(nn.Module):
         return torch.nonzero(y > 0)
 
 
+class TwoUnsupported(nn.Module):
+    """kthvalue (no converter in coremltools or torch.onnx) and erfinv (none either)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        v = torch.kthvalue(x, 2, dim=1).values
+        return torch.erfinv(torch.tanh(v))
+
+
+class CumProd(nn.Module):
+    """cumprod: coremltools converts it; torch.onnx decomposes it into prims::prod and fails."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cumprod(x, dim=1)
+
+
 MODELS = {
     "clean": Clean,
     "flatten_head": FlattenHead,
     "dropout": WithDropout,
     "odd_pool": OddPool,
     "data_dependent": DataDependent,
+    "two_unsupported": TwoUnsupported,
+    "cumprod": CumProd,
 }

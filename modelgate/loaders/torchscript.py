@@ -99,9 +99,85 @@ def _read_graph(archive: Archive, graph: ModelGraph) -> None:
     except Exception as exc:  # torch's own reader refused the archive
         raise Unreadable(f"torch.jit.load failed: {str(exc).splitlines()[0][:160]}") from None
     graph.has_graph = True
-    for index, node in enumerate(g.nodes()):
+    for index, node in enumerate(_walk(g)):
         if node.kind() not in _PLUMBING:
             graph.ops.append(_op(node, index))
+    graph.infer_shapes = lambda: _infer_shapes(module, g, graph)
+
+
+def _infer_shapes(module: Any, g: Any, graph: ModelGraph) -> None:
+    """Shapes of every value, by running the graph's aten ops on meta tensors.
+
+    TorchScript files keep no shapes; the traced (or configured) input shapes are pushed
+    through each op on the ``meta`` device, which computes shapes without data or compute.
+    Stops quietly at control flow or an op that cannot run on meta.
+    """
+    import torch
+
+    inputs = list(g.inputs())
+    if not graph.inputs or len(inputs) - 1 < len(graph.inputs):
+        return
+    values: dict[Any, Any] = {inputs[0]: module}
+    for value, info in zip(inputs[1:], graph.inputs, strict=False):
+        if info.shape is None or not all(isinstance(d, int) for d in info.shape):
+            return
+        dtype = getattr(torch, info.dtype or "float32", torch.float32)
+        values[value] = torch.empty(info.shape, dtype=dtype, device="meta")
+
+    def meta(item: Any) -> Any:
+        if isinstance(item, torch.Tensor):
+            return torch.empty_like(item, device="meta")
+        if isinstance(item, (list, tuple)):
+            return type(item)(meta(i) for i in item)
+        return item
+
+    with torch.no_grad():
+        for node in g.nodes():
+            kind = node.kind()
+            try:
+                if kind == "prim::Constant":
+                    out = node.output()
+                    values[out] = None if out.type().kind() == "NoneType" else out.toIValue()
+                elif kind == "prim::GetAttr":
+                    values[node.output()] = getattr(values[node.input()], node.s("name"))
+                elif kind == "prim::ListConstruct":
+                    values[node.output()] = [values[i] for i in node.inputs()]
+                elif kind == "prim::TupleConstruct":
+                    values[node.output()] = tuple(values[i] for i in node.inputs())
+                elif kind in ("prim::ListUnpack", "prim::TupleUnpack"):
+                    for out, item in zip(node.outputs(), values[node.input()], strict=True):
+                        values[out] = item
+                elif kind.startswith("aten::"):
+                    op = torch._C._jit_get_operation(kind)
+                    fn = op[0] if isinstance(op, tuple) else op
+                    result = fn(*(meta(values[i]) for i in node.inputs()))
+                    outs = list(node.outputs())
+                    for out, item in zip(outs, [result] if len(outs) == 1 else result, strict=True):
+                        values[out] = item
+                else:
+                    return  # control flow or an op we cannot follow: keep what we have
+            except Exception:  # an op without a meta kernel: shapes stop here
+                return
+            for out in node.outputs():
+                item = values.get(out)
+                if isinstance(item, torch.Tensor):
+                    name = out.debugName()
+                    dtype = str(item.dtype).removeprefix("torch.")
+                    graph.values[name] = ValueInfo(name, tuple(item.shape), dtype)
+
+
+def _walk(g: Any) -> list[Any]:
+    """Every node, including those inside prim::If / prim::Loop blocks (scripted control flow)."""
+    out: list[Any] = []
+    stack = [iter(g.nodes())]
+    while stack:
+        node = next(stack[-1], None)
+        if node is None:
+            stack.pop()
+            continue
+        out.append(node)
+        stack.extend(iter(block.nodes()) for block in reversed(list(node.blocks())))
+    return out
 
 
 def _op(node: Any, index: int) -> Op:
@@ -159,7 +235,7 @@ def _schema_args(schema: str) -> list[str]:
 
 
 def _hierarchy(node: Any) -> tuple[str | None, str | None]:
-    """"layer1(Sequential).0(BasicBlock).conv1(Conv2d)" -> ("layer1.0.conv1", "Conv2d")."""
+    """ "layer1(Sequential).0(BasicBlock).conv1(Conv2d)" -> ("layer1.0.conv1", "Conv2d")."""
     try:
         text = node.getModuleHierarchy()
     except Exception:

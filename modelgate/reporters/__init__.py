@@ -11,6 +11,9 @@ from modelgate.report import Report
 FORMATS = {
     "text": "modelgate.reporters.text",
     "json": "modelgate.reporters.json_report",
+    "github": "modelgate.reporters.github",
+    "sarif": "modelgate.reporters.sarif",
+    "markdown": "modelgate.reporters.markdown",
 }
 
 

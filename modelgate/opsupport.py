@@ -1,0 +1,235 @@
+"""Which ops each converter can convert, from the converters themselves (rule MG003).
+
+The facts come from a snapshot generated from the installed converters
+(``tools/gen_opsupport.py``: coremltools' torch op registry, torch.onnx's torchlib registry and
+decomposition table, the legacy exporter's symbolic registry, and decompositions observed on
+torch's own OpInfo samples), so the rule runs without torch or coremltools installed, as in a
+pre-commit hook. When the installed coremltools is a different version from the snapshot's,
+its live registry is used instead. The only hand-written logic mirrors the converters' own
+name handling, and each piece cites where.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from functools import lru_cache
+from importlib import metadata, resources
+from typing import Any
+
+from modelgate.graph import Op
+
+# ----------------------------------------------------------------------------------------------
+# name handling, mirroring the converters
+# ----------------------------------------------------------------------------------------------
+
+
+def overload_name(op: Op) -> str:
+    """``OpOverload.name()`` of a graph op: "aten::add.Tensor", "aten::linear" (default
+    overload), "higher_order::cond", "_operator.getitem" (how torch.export serializes them)."""
+    if op.namespace in ("_operator", "operator", "builtins", "math"):
+        return f"{op.namespace}.{op.opname}"
+    if op.overload in (None, "", "default"):
+        return op.target
+    return f"{op.target}.{op.overload}"
+
+
+def ct_sanitize(op_kind: str) -> str:
+    """coremltools 9.0 converters/mil/frontend/torch/utils.py:118-166 ``sanitize_op_kind``."""
+
+    def skip(kind: str, delim: str) -> str:
+        split = kind.split(delim)
+        start = 1 if split[0] in {"aten", "prim"} and len(split) > 1 else 0
+        suffixes = {"default", "int", "tensor", "tensor_mode", "scalar", "tensor_scalar"}
+        stop = -1 if split[-1] in suffixes and len(split) - start > 1 else len(split)
+        return delim.join(split[start:stop])
+
+    op_kind = op_kind.lower()
+    if op_kind.startswith("__") and op_kind.endswith("__"):
+        op_kind = op_kind[2:-2]
+    return skip(skip(op_kind, "::"), ".")
+
+
+def ct_unify_inplace(op_kind: str) -> str:
+    """coremltools 9.0 .../torch/utils.py:169-179 ``unify_inplace_and_functional``."""
+    return op_kind[:-1] if op_kind.endswith("_") else op_kind
+
+
+def ct_torchscript_key(kind: str) -> str:
+    """TorchScript lookup: internal_graph.py:208 sanitizes ``node.kind()``; the registry's
+    ``get_func`` (torch_op_registry.py:20-29) also unifies in-place names."""
+    return ct_unify_inplace(ct_sanitize(kind))
+
+
+def ct_exported_key(name: str) -> str:
+    """ExportedProgram lookup: internal_graph.py:280-289 sanitizes ``node.target.name()`` (or a
+    callable's ``__name__``) and tests ``kind in registry``, without in-place unification."""
+    if "::" in name:
+        namespace, rest = name.split("::", 1)
+        return ct_sanitize(rest if namespace == "higher_order" else name)
+    return ct_sanitize(name.rsplit(".", 1)[-1])  # "_operator.getitem" -> "getitem"
+
+
+# coremltools deletes prim::GetAttr before lookup (torchir_passes.py:232-256, converter.py:608).
+_CT_TS_REMOVED = {"getattr"}
+# The legacy ONNX exporter's TorchScript passes remove these before symbolic dispatch
+# (torch/onnx/_internal/torchscript_exporter/utils.py, _optimize_graph).
+_ONNX_TS_REMOVED = {
+    "prim::GetAttr", "prim::NumToTensor", "aten::Int", "aten::Float", "aten::ScalarImplicit",
+    "prim::ImplicitTensorToNum", "prim::TupleUnpack", "prim::TupleIndex",
+}  # fmt: skip
+
+
+def _functional(name: str) -> str:
+    """Functionalization's naming (torchgen): aten::add_.Tensor -> aten::add.Tensor."""
+    namespace, _, rest = name.rpartition("::")
+    op, dot, overload = rest.partition(".")
+    if op.endswith("_") and not op.endswith("__"):
+        op = op[:-1]
+    return (f"{namespace}::" if namespace else "") + op + dot + overload
+
+
+# ----------------------------------------------------------------------------------------------
+# the tables
+# ----------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """Why an op will not convert. ``status`` is "unsupported" (every way it can go fails) or
+    "unknown" (the converter rewrites it into ops the snapshot never saw)."""
+
+    status: str
+    reason: str
+
+
+class OpSupport:
+    def __init__(self, snapshot: dict[str, Any], coreml_registry: set[str] | None = None,
+                 coreml_version: str | None = None) -> None:  # fmt: skip
+        self.snapshot = snapshot
+        coreml = snapshot.get("coreml") or {}
+        self.coreml_registry = coreml_registry or set(coreml.get("registry", ()))
+        self.coreml_version = coreml_version or coreml.get("version", "?")
+        generated = snapshot.get("generated", {})
+        self.torch_version = str(generated.get("torch", "?")).split("+")[0]
+        aten = snapshot.get("aten", {})
+        self._mutable = set(aten.get("mutable", ()))
+        self._cia = set(aten.get("cia_decomposed", ()))
+        dynamo = snapshot.get("onnx_dynamo", {})
+        self._onnx_registered = dynamo.get("registered", {})
+        self._onnx_decomposed = set(dynamo.get("decomposed", ()))
+        legacy = snapshot.get("onnx_torchscript", {})
+        self.onnx_opset = int(legacy.get("default_opset", 17))
+        self._symbolics = legacy.get("symbolics", {})
+        observed = snapshot.get("decompositions", {})
+        self._ep_decomp = observed.get("ep_inference", {})
+        self._onnx_decomp = observed.get("onnx", {})
+
+    # -- what each converter does to an op before looking it up --------------------------------
+    def _after_run_decompositions(self, name: str) -> list[list[str]] | None:
+        """What ``ExportedProgram.run_decompositions({})`` (required by coremltools for
+        TRAINING-dialect programs) turns ``name`` into: alternative op lists, or None when
+        it is decomposed into ops that were never observed."""
+        if name in self._ep_decomp:
+            return self._ep_decomp[name]
+        if name in self._mutable:
+            return [[_functional(name)]]
+        if name in self._cia:
+            return None
+        return [[name]]
+
+    def _onnx_ok(self, name: str) -> bool:
+        return "real" in self._onnx_registered.get(name, ())
+
+    def _after_onnx_decomposition(self, name: str) -> list[list[str]] | None:
+        if name in self._onnx_decomp:
+            return self._onnx_decomp[name]
+        if self._onnx_ok(name):
+            return [[name]]
+        if name in self._mutable:
+            return self._after_onnx_decomposition(_functional(name))
+        if name in self._onnx_decomposed or name in self._cia:
+            return None
+        return [[name]]
+
+    # -- verdicts ----------------------------------------------------------------------------
+    def coreml(self, name: str, fmt: str, dialect: str | None) -> Verdict | None:
+        if fmt == "torchscript":
+            key = ct_torchscript_key(name)
+            if key in _CT_TS_REMOVED or key in self.coreml_registry:
+                return None
+            return Verdict("unsupported", f"coremltools {self.coreml_version} has no converter "
+                                          f"for {key!r}")  # fmt: skip
+        alternatives = (
+            self._after_run_decompositions(name)
+            if (dialect or "TRAINING").upper() == "TRAINING"
+            else [[name]]
+        )
+        if alternatives is None:
+            return Verdict("unknown", "run_decompositions({}) rewrites it into ops modelgate "
+                                      "has no record of")  # fmt: skip
+        return self._judge(
+            name, alternatives, lambda p: ct_exported_key(p) in self.coreml_registry,
+            lambda bad: f"coremltools {self.coreml_version} has no converter for "
+            + ", ".join(repr(ct_exported_key(b)) for b in bad),
+        )  # fmt: skip
+
+    def onnx(self, name: str, fmt: str) -> Verdict | None:
+        if fmt == "torchscript":  # ScriptModules only export through the legacy exporter
+            key = name[:-1] if name.endswith("_") else name  # utils.py:1731-1736
+            if name in _ONNX_TS_REMOVED or key.startswith("onnx::"):
+                return None
+            low, high = self._symbolics.get(key, (1, 0))
+            if low <= self.onnx_opset <= high:
+                return None
+            return Verdict("unsupported", f"torch.onnx (TorchScript exporter) has no symbolic "
+                                          f"for {key!r} at opset {self.onnx_opset}")  # fmt: skip
+        alternatives = self._after_onnx_decomposition(name)
+        if alternatives is None:
+            return Verdict("unknown", "torch.onnx decomposes it into ops modelgate has no "
+                                      "record of")  # fmt: skip
+        return self._judge(
+            name, alternatives, self._onnx_ok,
+            lambda bad: f"torch.onnx {self.torch_version} has no ONNX function for "
+            + ", ".join(bad),
+        )  # fmt: skip
+
+    @staticmethod
+    def _judge(name: str, alternatives: list[list[str]], ok: Any, say: Any) -> Verdict | None:
+        """Unsupported only when every alternative fails. Ops that fail for some argument
+        values only (batch_norm or dropout in training mode) are MG004's business."""
+        if not alternatives:
+            return None
+        failing = [[p for p in alt if not ok(p)] for alt in alternatives]
+        if not all(failing):
+            return None
+        bad = sorted({p for alt in failing for p in alt})
+        via = "" if bad == [name] else " (what the converter decomposes it into)"
+        return Verdict("unsupported", say(bad) + via)
+
+
+def _installed(package: str) -> str | None:
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+@lru_cache(maxsize=1)
+def load() -> OpSupport:
+    """The shipped snapshot, with the live coremltools registry when versions differ."""
+    text = resources.files("modelgate").joinpath("data/opsupport.json").read_text("utf-8")
+    snapshot = json.loads(text)
+    shipped = (snapshot.get("coreml") or {}).get("version")
+    installed = _installed("coremltools")
+    if installed and installed != shipped:
+        try:
+            from coremltools.converters.mil.frontend.torch.torch_op_registry import (
+                _TORCH_OPS_REGISTRY,
+            )
+
+            live = set(_TORCH_OPS_REGISTRY.name_to_func_mapping)
+            return OpSupport(snapshot, live, installed)
+        except Exception:  # a broken coremltools install: the snapshot still answers
+            pass
+    return OpSupport(snapshot)

@@ -1,0 +1,317 @@
+"""Snapshot tests for the github and markdown reporters on a hand-built report, the per-level
+annotation cap, escaping, the summary's size limit, and the CLI's automatic github format."""
+
+from __future__ import annotations
+
+import pytest
+
+from modelgate.finding import Finding, Location, SourceLocation
+from modelgate.report import ModelReport, Report
+from modelgate.reporters import github, markdown, render
+
+
+def sample() -> Report:
+    """A failing model with a budget and a baseline, and a passing one."""
+    net = ModelReport(
+        path="models/net.pt2",
+        format="torch_export",
+        passed=False,
+        findings=[
+            Finding(
+                "MG001",
+                "oversized-linear",
+                "error",
+                "head: Linear 36864x1024 holds 37.7M parameters (151 MB, 98% of the model)",
+                Location(
+                    "models/net.pt2",
+                    module="head",
+                    tensor="head.weight",
+                    source=SourceLocation("models/net.py", 41, "forward"),
+                ),
+                fix="global pooling before the head",
+                key="head",
+            ),
+            Finding(
+                "MG004",
+                "dropout-in-eval",
+                "error",
+                "drop: dropout (p=0.2) is active",
+                Location(
+                    "models/net.pt2",
+                    module="drop",
+                    op="dropout",
+                    source=SourceLocation("/home/alice/train.py", 7, "forward"),
+                ),
+                fix="call model.eval()",
+                key="drop",
+            ),
+            Finding(
+                "MG005",
+                "dynamic-shape",
+                "warning",
+                "input x: dim 0 is dynamic, size|batch",
+                Location("models/net.pt2", input="x"),
+                key="x:0",
+            ),
+        ],
+        metrics={
+            "size_mb": 151.2,
+            "parameters": 37_800_000,
+            "weights_mb": 151.0,
+            "latency_ms": 12.5,
+            "largest_layers": [
+                {
+                    "module": "head",
+                    "type": "Linear",
+                    "parameters": 37_748_736,
+                    "mb": 150.995,
+                    "share": 0.9833,
+                },
+                {
+                    "module": "conv",
+                    "type": "Conv2d",
+                    "parameters": 2_432,
+                    "mb": 0.005,
+                    "share": 0.0,
+                },
+            ],
+            "budget": {"size_mb": 100, "latency_ms": {"limit": 30, "value": 12.5, "passed": True}},
+            "baseline": {
+                "ref": "main@abc1234",
+                "path": "models/net.pt2",
+                "metrics": {"size_mb": 20.0, "parameters": 5_000_000, "latency_ms": 10.0},
+                "delta": {"size_mb": 131.2, "parameters": 32_800_000, "latency_ms": 2.5},
+                "new_findings": [{"rule": "MG001", "identity": "MG001:head", "message": "..."}],
+                "fixed_findings": ["MG006 pool"],
+            },
+        },
+    )
+    ok = ModelReport(
+        path="models/ok.onnx",
+        format="onnx",
+        passed=True,
+        metrics={"size_mb": 0.4, "parameters": 100_000, "weights_mb": 0.4},
+        skipped={"MG003": "no input shapes: pass --input-shape"},
+    )
+    notes = ['unused ignore: "x/**" ignores MG004, which found nothing there']
+    return Report(models=[net, ok], notes=notes)
+
+
+GITHUB = """\
+::error file=models/net.py,line=41,title=modelgate (MG001)::models/net.pt2: head: Linear 36864x1024 holds 37.7M parameters (151 MB, 98%25 of the model)%0Afix: global pooling before the head
+::error file=models/net.pt2,title=modelgate (MG004)::drop: dropout (p=0.2) is active%0Afix: call model.eval()%0Acreated at /home/alice/train.py:7 (not in this repository)
+::warning file=models/net.pt2,title=modelgate (MG005)::input x: dim 0 is dynamic, size|batch
+::group::modelgate: full report
+FAIL  models/net.pt2  (torch export, 37.8M params)
+  error   MG001 oversized-linear  head (models/net.py:41)
+          head: Linear 36864x1024 holds 37.7M parameters (151 MB, 98% of the model)
+          fix: global pooling before the head
+  error   MG004 dropout-in-eval  drop (/home/alice/train.py:7)
+          drop: dropout (p=0.2) is active
+          fix: call model.eval()
+  warning MG005 dynamic-shape  x
+          input x: dim 0 is dynamic, size|batch
+
+pass  models/ok.onnx  (onnx, 100.0K params)
+  not checked: MG003: no input shapes: pass --input-shape
+
+note: unused ignore: "x/**" ignores MG004, which found nothing there
+::endgroup::
+2 models checked: 1 failed; 2 error(s), 1 warning(s), 0 info
+"""  # noqa: E501
+
+MARKDOWN = """\
+## modelgate: ❌ failed
+
+2 models checked, 1 failed (2 errors, 1 warning); the gate fails on error.
+
+| | model | format | size (MB) | Δ size | parameters | findings |
+|---|---|---|---:|---:|---:|---|
+| ❌ | `models/net.pt2` | torch export | 151 | +131 (+656.0%) | 37,800,000 | 2 errors, 1 warning |
+| ✅ | `models/ok.onnx` | onnx | 0.4 |  | 100,000 | none |
+
+<details open>
+<summary>❌ <b>models/net.pt2</b>: failed, 2 errors, 1 warning</summary>
+
+torch export · 151 MB · 37,800,000 parameters · compared with `main@abc1234`
+
+| severity | rule | where | message |
+|---|---|---|---|
+| error (new) | MG001 oversized-linear | `head (models/net.py:41)` | head: Linear 36864x1024 holds 37.7M parameters (151 MB, 98% of the model)<br>fix: global pooling before the head |
+| error | MG004 dropout-in-eval | `drop (/home/alice/train.py:7)` | drop: dropout (p=0.2) is active<br>fix: call model.eval() |
+| warning | MG005 dynamic-shape | `x` | input x: dim 0 is dynamic, size\\|batch |
+
+Fixed since the base version: `MG006 pool`
+
+**Metrics**
+
+| metric | value | budget | base | Δ |
+|---|---:|---:|---:|---:|
+| size (MB) | 151 | ≤ 100 ❌ | 20.0 | +131 (+656.0%) |
+| parameters | 37,800,000 |  | 5,000,000 | +32,800,000 (+656.0%) |
+| weights (MB) | 151 |  |  |  |
+| latency (ms) | 12.5 | ≤ 30 ✅ | 10.0 | +2.50 (+25.0%) |
+
+**Where the bytes are**
+
+```mermaid
+pie showData title Weights by layer (151 MB)
+    "head (Linear)" : 150.995
+    "conv (Conv2d)" : 0.005
+```
+
+| layer | type | parameters | MB | share |
+|---|---|---:|---:|---:|
+| `head` | Linear | 37,748,736 | 151 | 98.3% |
+| `conv` | Conv2d | 2,432 | 0.005 | 0.0% |
+
+</details>
+
+<details>
+<summary>✅ <b>models/ok.onnx</b>: passed, no findings</summary>
+
+onnx · 400 kB · 100,000 parameters
+
+**Metrics**
+
+| metric | value |
+|---|---:|
+| size (MB) | 0.4 |
+| parameters | 100,000 |
+| weights (MB) | 0.4 |
+
+- not checked: MG003: no input shapes: pass --input-shape
+
+</details>
+
+- note: unused ignore: "x/\\*\\*" ignores MG004, which found nothing there
+"""  # noqa: E501
+
+
+def test_github_snapshot() -> None:
+    assert render(sample(), "github") == GITHUB
+
+
+def test_markdown_snapshot() -> None:
+    assert render(sample(), "markdown") == MARKDOWN
+
+
+def test_workflow_command_escaping() -> None:
+    line = github.command("error", "50% done\r\nnext", file="a,b:c.py", line=3, title="t: x, y")
+    assert line == "::error file=a%2Cb%3Ac.py,line=3,title=t%3A x%2C y::50%25 done%0D%0Anext"
+
+
+def _finding(severity: str, i: int) -> Finding:
+    return Finding(
+        f"MG00{i % 7 + 1}",
+        "some-rule",
+        severity,
+        f"{severity} {i}",
+        Location(f"m{i % 4}.pt", module=f"layer{i}"),
+        key=str(i),
+    )
+
+
+def test_annotations_capped_per_level_most_severe_first() -> None:
+    findings = (
+        [_finding("error", i) for i in range(12)]
+        + [_finding("warning", i) for i in range(11)]
+        + [_finding("info", i) for i in range(3)]
+    )
+    report = Report([ModelReport("m.pt", "checkpoint", findings=findings, passed=False)])
+    lines = github.annotations(report)
+    levels = [line.split(" ", 1)[0] for line in lines]
+    # 9 errors + the "more" annotation at error level, 10 warnings, all 3 notices
+    assert levels == ["::error"] * 9 + ["::warning"] * 10 + ["::notice"] * 3 + ["::error"]
+    assert lines[-1] == (
+        "::error title=modelgate%3A more findings::4 more findings (3 errors, 1 warning) in "
+        "m.pt not shown as annotations: GitHub shows 10 per level. Read them all in the job "
+        'summary or in this step\'s log (group "modelgate: full report").'
+    )
+    # the full report in the log still lists every finding
+    assert render(report, "github").count("error 11") == 1
+
+
+def test_annotations_not_capped_at_the_limit() -> None:
+    report = Report(
+        [
+            ModelReport(
+                "m.pt",
+                "checkpoint",
+                passed=False,
+                findings=[_finding("warning", i) for i in range(10)],
+            )
+        ]
+    )
+    assert [line.split(" ", 1)[0] for line in github.annotations(report)] == ["::warning"] * 10
+
+
+def test_log_lines_cannot_inject_workflow_commands() -> None:
+    finding = Finding(
+        "MG902",
+        "unreadable-model",
+        "error",
+        "x\n::add-mask::secret",
+        Location("::stop-commands::m.pt"),
+    )
+    report = Report([ModelReport("::stop-commands::m.pt", "unknown", [finding], passed=False)])
+    out = render(report, "github")
+    assert not [
+        line
+        for line in out.splitlines()[1:]
+        if line.startswith("::") and not line.startswith(("::group::", "::endgroup::"))
+    ]
+
+
+def test_markdown_stays_under_the_size_limit(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(markdown, "MAX_BYTES", 20_000)
+    models = [
+        ModelReport(
+            f"models/m{i:04d}.pt",
+            "checkpoint",
+            passed=False,
+            findings=[_finding("error", j) for j in range(5)],
+            metrics={"size_mb": 1.0, "parameters": 10},
+        )
+        for i in range(300)
+    ]
+    out = render(Report(models), "markdown")
+    assert len(out.encode()) <= 20_000
+    assert out.count("<details open>") < 300
+    assert "more models not shown to keep this summary under GitHub's size limit" in out
+
+
+def test_markdown_reads_budget_forms_defensively() -> None:
+    metrics = {
+        "size_mb": 30.0,
+        "drift": 0.02,
+        "budget": {
+            "size_mb": {"max": 25},
+            "drift": {"limit": 0.01, "exceeded": True},
+            "latency_ms": "n/a",
+        },
+    }
+    assert markdown.budget_limit(metrics, "size_mb") == (25, False)
+    assert markdown.budget_limit(metrics, "drift") == (0.01, False)
+    assert markdown.budget_limit(metrics, "latency_ms") == (None, None)
+    assert markdown.budget_limit({}, "size_mb") == (None, None)
+    assert (
+        markdown.delta({"size_mb": 3.0, "baseline": {"metrics": {"size_mb": 2.0}}}, "size_mb")
+        == 1.0
+    )
+
+
+def test_cli_defaults_to_annotations_under_actions(
+    run_cli, models, monkeypatch: pytest.MonkeyPatch, tmp_path
+) -> None:
+    path = models.raw(b"", "empty.pt")
+    code, out, _ = run_cli("check", path.name)
+    assert code == 1 and out.startswith("FAIL  empty.pt")
+    monkeypatch.setenv("GITHUB_ACTIONS", "true")
+    summary = tmp_path / "summary.md"
+    code, out, _ = run_cli("check", path.name, "--summary", str(summary))
+    assert code == 1
+    assert out.startswith("::error file=empty.pt,title=modelgate (MG902)::empty file (0 bytes)\n")
+    assert summary.read_text().startswith("## modelgate: ❌ failed\n")
+    code, out, _ = run_cli("check", path.name, "--format", "text")
+    assert out.startswith("FAIL  empty.pt")

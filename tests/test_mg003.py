@@ -1,0 +1,160 @@
+"""MG003 predictions checked against real conversions, both ways.
+
+Flagged ops do make coremltools / torch.onnx fail, and models with nothing flagged do
+convert. Each conversion runs in its own process (tests/convert_probe.py), two at a time.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("torch")
+pytest.importorskip("coremltools")
+
+import modelfactory
+
+from modelgate import config as cfg
+from modelgate import engine, opsupport
+
+PROBE = Path(__file__).resolve().parent / "convert_probe.py"
+
+# model, input shape
+MODELS = {"clean": (1, 3, 16, 16), "two_unsupported": (1, 8), "cumprod": (1, 8)}
+# (model, file kind, target): what the real conversion must do, and what MG003 must predict
+CASES = [
+    ("clean", "ts", "coreml"),
+    ("clean", "pt2", "coreml"),
+    ("clean", "pt2", "onnx"),
+    ("clean", "ts", "onnx"),
+    ("two_unsupported", "ts", "coreml"),
+    ("two_unsupported", "pt2", "coreml"),
+    ("two_unsupported", "pt2", "onnx"),
+    ("two_unsupported", "ts", "onnx"),
+    ("cumprod", "pt2", "coreml"),
+    ("cumprod", "pt2", "onnx"),
+]
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory: pytest.TempPathFactory) -> dict[tuple[str, str], Path]:
+    f = modelfactory.Factory(tmp_path_factory.mktemp("mg003"))
+    out = {}
+    for name, shape in MODELS.items():
+        model = modelfactory.build(name).eval()
+        out[(name, "ts")] = f.torchscript(model, shape=shape, name=f"{name}.ts.pt")
+        out[(name, "pt2")] = f.pt2(model, shape=shape, name=f"{name}.pt2")
+    return out
+
+
+@pytest.fixture(scope="module")
+def conversions(files: dict[tuple[str, str], Path]) -> dict[tuple[str, str, str], dict]:
+    def run(case: tuple[str, str, str]) -> dict:
+        name, kind, target = case
+        shape = "x".join(str(d) for d in MODELS[name])
+        proc = subprocess.run(
+            [sys.executable, str(PROBE), str(files[(name, kind)]), target, shape],
+            capture_output=True, text=True, timeout=300,
+        )  # fmt: skip
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        return json.loads(proc.stdout.strip().splitlines()[-1])
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        return dict(zip(CASES, pool.map(run, CASES), strict=True))
+
+
+def mg003(path: Path, target: str) -> list:
+    report = engine.run([str(path)], cfg.from_dict({"targets": [target]}))
+    return [f for f in report.models[0].findings if f.rule == "MG003"]
+
+
+def predicted(path: Path, target: str) -> list[str]:
+    return sorted({f.location.op for f in mg003(path, target)})
+
+
+def _names(finding) -> set[str]:
+    """Op names a finding blames: the op, and what the converter decomposes it into."""
+    names = {finding.location.op}
+    names.update(re.findall(r"\b(\w+::\w+)", finding.message.split(": ", 2)[-1]))
+    return {n.replace("::", ".") for n in names} | {n.split("::")[-1] for n in names}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", CASES, ids=["-".join(c) for c in CASES])
+def test_prediction_matches_the_converter(files, conversions, case) -> None:
+    name, kind, target = case
+    outcome = conversions[case]
+    findings = mg003(files[(name, kind)], target)
+    if not findings:
+        assert outcome["ok"], f"MG003 flagged nothing but {target} failed: {outcome.get('error')}"
+        return
+    assert not outcome["ok"], f"MG003 flagged {findings} but {target} converted"
+    # the converter stops at the first op it cannot handle: one MG003 blamed
+    blamed = set().union(*(_names(f) for f in findings))
+    hit = [n for n in blamed if re.search(rf"\b{re.escape(n)}\b", outcome["error"])]
+    assert hit, f"converter failed on something MG003 did not flag: {outcome['error'][:400]}"
+
+
+@pytest.mark.slow
+def test_every_missing_op_at_once(files, conversions) -> None:
+    """coremltools itself can list every op it lacks (TorchScript path): MG003 says the same."""
+    outcome = conversions[("two_unsupported", "ts", "coreml")]
+    assert outcome["missing"] == ["erfinv", "kthvalue"]
+    assert predicted(files[("two_unsupported", "ts")], "coreml") == [
+        "aten::erfinv",
+        "aten::kthvalue",
+    ]
+    assert predicted(files[("two_unsupported", "pt2")], "coreml") == [
+        "aten::erfinv",
+        "aten::kthvalue",
+    ]
+
+
+def test_the_shipped_snapshot_matches_the_installed_coremltools() -> None:
+    """Fails when coremltools is upgraded: regenerate with python tools/gen_opsupport.py."""
+    import coremltools
+    from coremltools.converters.mil.frontend.torch.torch_op_registry import _TORCH_OPS_REGISTRY
+    from coremltools.converters.mil.frontend.torch.utils import (
+        sanitize_op_kind,
+        unify_inplace_and_functional,
+    )
+
+    support = opsupport.load()
+    assert support.coreml_version == coremltools.__version__
+    live = set(_TORCH_OPS_REGISTRY.name_to_func_mapping)
+    assert support.coreml_registry == live
+    # modelgate's copies of the converter's name handling agree with the real functions
+    names = (
+        live
+        | set(support.snapshot["aten"]["mutable"])
+        | set(support.snapshot["aten"]["cia_decomposed"])
+    )
+    for name in names:
+        assert opsupport.ct_sanitize(name) == sanitize_op_kind(name), name
+        assert opsupport.ct_unify_inplace(name) == unify_inplace_and_functional(name), name
+
+
+def test_onnx_files_are_checked_against_the_standard(tmp_path: Path) -> None:
+    from onnx import TensorProto, helper
+
+    f = modelfactory.Factory(tmp_path)
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])
+    path = f.onnx(
+        [helper.make_node("Relu", ["x"], ["a"], name="/act/Relu"),
+         helper.make_node("Gelu", ["a"], ["b"], name="/act2/Gelu"),  # Gelu arrived in opset 20
+         helper.make_node("Fancy", ["b"], ["y"], name="/head/Fancy", domain="mylib")],
+        [x], [y], opset=17,
+    )  # fmt: skip
+    report = engine.run([str(path)], cfg.from_dict({"targets": ["onnx", "coreml"]}))
+    got = [(f.location.module, f.message) for f in report.models[0].findings if f.rule == "MG003"]
+    assert got == [
+        ("act2", "act2: Gelu is not in the ONNX standard at opset 17"),
+        ("head", "head: Fancy is custom domain 'mylib': runtimes need its custom-op library"),
+    ]

@@ -1,0 +1,114 @@
+"""The real pre-commit framework runs this repository's hook on model files.
+
+``pre-commit try-repo`` clones the hook repository at a commit (plus changes to tracked files)
+and builds the hook's environment with pip: modelgate's core dependencies only, no torch. The
+test snapshots the package's files, tracked or not, into a temporary repository so that it
+checks the working tree as it is.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from modelfactory import build
+from test_action import git
+
+ROOT = Path(__file__).resolve().parent.parent
+PACKAGE = ("pyproject.toml", "README.md", ".pre-commit-hooks.yaml", "modelgate/", "rules/")
+PRE_COMMIT = [sys.executable, "-m", "pre_commit"]
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def hook_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The package's files as one commit of a fresh repository."""
+    listed = subprocess.run(
+        ["git", "ls-files", "-co", "--exclude-standard"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.splitlines()
+    repo = tmp_path_factory.mktemp("hook-repo")
+    for name in listed:
+        if name.startswith(PACKAGE) and "__pycache__" not in name and (ROOT / name).is_file():
+            (repo / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / name, repo / name)
+    git(repo, "init", "-q")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", "snapshot")
+    return repo
+
+
+@pytest.fixture(scope="module")
+def user_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A model repository: good files in every torch-free format, a bad state dict, and a
+    TorchScript file, whose graph needs torch."""
+    pytest.importorskip("torch")
+    import onnx
+    import torch
+    from modelfactory import Factory
+
+    work = tmp_path_factory.mktemp("user-repo")
+    factory = Factory(work)
+    clean = build("clean").eval()
+    factory.state_dict(clean, "good.pt")
+    factory.safetensors(clean.state_dict(), "good.safetensors")
+    factory.pt2(clean, name="good.pt2")
+    factory.torchscript(clean, name="good.torchscript")
+    relu = onnx.helper.make_node("Relu", ["x"], ["y"])
+    value = onnx.helper.make_tensor_value_info
+    factory.onnx(
+        [relu],
+        [value("x", onnx.TensorProto.FLOAT, [1, 4])],
+        [value("y", onnx.TensorProto.FLOAT, [1, 4])],
+        name="good.onnx",
+    )
+    factory.state_dict(build("clean").half(), "bad.pt")  # FP16 BatchNorm: MG002
+    (work / "notes.txt").write_text("not a model: the hook's files pattern skips it\n")
+    del torch
+    git(work, "init", "-q")
+    git(work, "add", "-A")
+    return work
+
+
+def try_repo(hook_repo: Path, user_repo: Path, home: Path, *files: str) -> subprocess.Popen:
+    """Start ``pre-commit try-repo`` on ``files``; each run builds its own hook environment
+    (try-repo keeps its store in a temporary folder), so runs go in parallel."""
+    env = {**os.environ, "PRE_COMMIT_HOME": str(home), "PRE_COMMIT_COLOR": "never"}
+    env.pop("GITHUB_ACTIONS", None)
+    return subprocess.Popen(
+        [*PRE_COMMIT, "try-repo", str(hook_repo), "modelgate", "--verbose", "--files", *files],
+        cwd=user_repo,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def test_hook_passes_good_models_and_fails_a_bad_one(
+    hook_repo: Path, user_repo: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    home = tmp_path_factory.mktemp("pre-commit-home")
+    good = ["good.pt", "good.safetensors", "good.pt2", "good.onnx", "good.torchscript", "notes.txt"]
+    passing = try_repo(hook_repo, user_repo, home / "a", *good)
+    failing = try_repo(hook_repo, user_repo, home / "b", "good.pt", "bad.pt")
+    out, _ = passing.communicate(timeout=900)
+    assert passing.returncode == 0, out
+    for name in good[:-1]:
+        assert f"pass  {name}" in out, out
+    assert "notes.txt" not in out  # the hook's files pattern leaves other files alone
+    # the environment has no torch; the TorchScript graph says which extra would read it
+    assert "TorchScript ops need torch to read: install modelgate[torch]" in out
+
+    out, _ = failing.communicate(timeout=900)
+    assert failing.returncode == 1, out
+    assert "FAIL  bad.pt" in out and "MG002 fp16-batchnorm" in out
+    assert "pass  good.pt" in out
