@@ -1,15 +1,21 @@
 """BatchNorm stored in FP16, or BatchNorm whose dtype differs from its input.
 
 ## What it does
-Flags BatchNorm layers whose weight, bias, running mean or running variance are float16 or
-bfloat16, and `batch_norm` ops whose input dtype differs from their parameters'. Works from a
-bare state dict too (the `running_mean` dtype).
+Flags `batch_norm` ops whose input dtype differs from their parameters', in any graph. In
+TorchScript files, state dicts, safetensors and pickled modules (what gets traced and
+converted through coremltools' TorchScript path), also flags BatchNorm layers whose weight,
+bias, running mean or running variance are float16 or bfloat16 — the mark of a model cast
+with `.half()` (mixed-precision training keeps BatchNorm in FP32). Works from a bare state
+dict too (the `running_mean` dtype).
 
 ## Why is this bad?
-A model cast with `.half()` fails Core ML conversion at the first BatchNorm: coremltools keeps
-epsilon in FP32 while mean and variance are FP16, and the op's inputs no longer agree. Mixed
-dtypes also fail ONNX type checking. Core ML computes in FP16 anyway when asked to, so casting
-the PyTorch model first buys nothing.
+coremltools' PyTorch frontend assumes FP32 weights (coremltools issue #2429) and a `.half()`
+model fails conversion where its FP16 parameters meet the converter's FP32 constants and
+inputs: at BatchNorm before coremltools 9 (epsilon FP32, mean FP16: issue #2470), at the first
+convolution with a bias in coremltools 9.0 (measured by modelgate's tests). Mixed dtypes also
+fail ONNX type checking. Core ML computes in FP16 anyway when asked to, so casting the PyTorch
+model first buys nothing. `torch.export` programs whose graph is consistently FP16 convert
+with coremltools 9, so for `.pt2` files only mismatches are flagged.
 
 ## Example
 ```python
@@ -72,8 +78,8 @@ def check(graph: ModelGraph, options: dict) -> Iterator[Problem]:
             fix=_FIX,
             key=module,
         )
-    if graph.format == "onnx":
-        return  # ONNX Runtime runs FP16 BatchNormalization; only mismatches matter there
+    if graph.format in ("onnx", "torch_export"):
+        return  # ONNX Runtime and coremltools' torch.export path take consistent FP16 graphs
     for layer in graph.layers.values():
         if layer.kind != "batchnorm" or layer.path in flagged:
             continue
@@ -82,8 +88,8 @@ def check(graph: ModelGraph, options: dict) -> Iterator[Problem]:
             continue
         names = ", ".join(f"{n} ({d})" for n, d in half.items())
         yield Problem(
-            f"{layer.path}: {layer.short_type} stores {names}; Core ML conversion fails here "
-            "(epsilon stays float32)",
+            f"{layer.path}: {layer.short_type} stores {names}: the model was cast to half "
+            "precision, which coremltools' PyTorch frontend cannot convert",
             Location(
                 graph.path,
                 module=layer.path or None,

@@ -36,10 +36,18 @@ def main(path: str, target: str, shape: str) -> dict:
 
                 if torchscript:
                     inputs = [ct.TensorType(shape=t.shape) for t in example]
-                    ct.convert(model, inputs=inputs, convert_to="mlprogram", skip_model_load=True)
+                    ml = ct.convert(model, inputs=inputs, convert_to="mlprogram",
+                                    minimum_deployment_target=ct.target.iOS17,
+                                    skip_model_load=True)  # fmt: skip
                 else:
                     ep = model.run_decompositions({})
-                    ct.convert(ep, convert_to="mlprogram", skip_model_load=True)
+                    ml = ct.convert(
+                        ep,
+                        convert_to="mlprogram",
+                        skip_model_load=True,
+                        minimum_deployment_target=ct.target.iOS17,
+                    )
+                out["ops"] = len(list(ml._mil_program.functions["main"].operations))
             else:
                 with tempfile.TemporaryDirectory() as tmp:
                     torch.onnx.export(model, tuple(example), f"{tmp}/m.onnx",

@@ -102,6 +102,7 @@ GITHUB = """\
 ::error file=models/net.pt2,title=modelgate (MG004)::drop: dropout (p=0.2) is active%0Afix: call model.eval()%0Acreated at /home/alice/train.py:7 (not in this repository)
 ::warning file=models/net.pt2,title=modelgate (MG005)::input x: dim 0 is dynamic, size|batch
 ::group::modelgate: full report
+::stop-commands::modelgate-30b928f7b7719479f24630963d4676e6
 FAIL  models/net.pt2  (torch export, 37.8M params)
   error   MG001 oversized-linear  head (models/net.py:41)
           head: Linear 36864x1024 holds 37.7M parameters (151 MB, 98% of the model)
@@ -116,6 +117,7 @@ pass  models/ok.onnx  (onnx, 100.0K params)
   not checked: MG003: no input shapes: pass --input-shape
 
 note: unused ignore: "x/**" ignores MG004, which found nothing there
+::modelgate-30b928f7b7719479f24630963d4676e6::
 ::endgroup::
 2 models checked: 1 failed; 2 error(s), 1 warning(s), 0 info
 """  # noqa: E501
@@ -251,16 +253,21 @@ def test_log_lines_cannot_inject_workflow_commands() -> None:
         "MG902",
         "unreadable-model",
         "error",
-        "x\n::add-mask::secret",
+        "x\n  ::add-mask::secret\n##[error]fake",
         Location("::stop-commands::m.pt"),
     )
     report = Report([ModelReport("::stop-commands::m.pt", "unknown", [finding], passed=False)])
-    out = render(report, "github")
-    assert not [
-        line
-        for line in out.splitlines()[1:]
-        if line.startswith("::") and not line.startswith(("::group::", "::endgroup::"))
-    ]
+    lines = render(report, "github").splitlines()
+    # the annotation keeps everything on one line, escaped
+    assert lines[0].startswith("::error file=%3A%3Astop-commands%3A%3Am.pt,title=")
+    assert lines[0].endswith("::x%0A  ::add-mask::secret%0A##[error]fake")
+    # the log group suspends command processing around the model's text
+    start = lines.index("::group::modelgate: full report") + 1
+    token = lines[start].removeprefix("::stop-commands::")
+    end = lines.index(f"::{token}::")
+    assert len(token) > 20 and token not in "\n".join(lines[start + 1 : end])
+    assert any(line.strip().startswith("::add-mask::") for line in lines[start + 1 : end])
+    assert lines[end + 1] == "::endgroup::"
 
 
 def test_markdown_stays_under_the_size_limit(monkeypatch: pytest.MonkeyPatch) -> None:

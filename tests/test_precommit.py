@@ -52,7 +52,6 @@ def user_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     TorchScript file, whose graph needs torch."""
     pytest.importorskip("torch")
     import onnx
-    import torch
     from modelfactory import Factory
 
     work = tmp_path_factory.mktemp("user-repo")
@@ -72,7 +71,6 @@ def user_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     )
     factory.state_dict(build("clean").half(), "bad.pt")  # FP16 BatchNorm: MG002
     (work / "notes.txt").write_text("not a model: the hook's files pattern skips it\n")
-    del torch
     git(work, "init", "-q")
     git(work, "add", "-A")
     return work

@@ -83,7 +83,7 @@ def test_mg001_clean_model_and_options(models) -> None:
 
 
 # -- MG002 fp16-batchnorm -----------------------------------------------------------------------
-@pytest.mark.parametrize("fmt", ["state_dict", "safetensors", "pickled", "pt2"])
+@pytest.mark.parametrize("fmt", ["state_dict", "safetensors", "pickled", "torchscript", "pt2"])
 def test_mg002_half_batchnorm(models, fmt: str) -> None:
     model = modelfactory.build("clean").eval().half()
     if fmt == "state_dict":
@@ -92,13 +92,41 @@ def test_mg002_half_batchnorm(models, fmt: str) -> None:
         path = models.safetensors(model.state_dict())
     elif fmt == "pickled":
         path = models.whole_module(model)
+    elif fmt == "torchscript":
+        import torch
+
+        path = models.path("half.ts.pt")
+        torch.jit.trace(model, torch.randn(1, 3, 16, 16).half()).save(str(path))
     else:
         import torch
 
         path = models.path("half.pt2")
         ep = torch.export.export(model, (torch.randn(1, 3, 16, 16).half(),))
         torch.export.save(ep, str(path))
+        assert findings(path, "MG002") == []  # consistently FP16: coremltools 9 converts it
+        return
     assert findings(path, "MG002") == [("MG002", "bn")]
+
+
+def test_mg002_mixed_dtypes_in_a_graph(models) -> None:
+    """FP32 input into a BatchNormalization with FP16 parameters: flagged in any graph."""
+    import numpy as np
+    from onnx import TensorProto, helper, numpy_helper
+
+    params = [
+        numpy_helper.from_array(np.ones(3, np.float16), name)
+        for name in ("bn.weight", "bn.bias", "bn.running_mean", "bn.running_var")
+    ]
+    path = models.onnx(
+        [helper.make_node("BatchNormalization", ["x", *(p.name for p in params)], ["y"],
+                          name="/bn/BatchNormalization")],
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 4, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3, 4, 4])],
+        params,
+    )  # fmt: skip
+    (finding,) = [f for f in model_report(path).findings if f.rule == "MG002"]
+    assert finding.location.module == "bn"
+    assert finding.message == "bn: batch norm gets float32 input but its parameters are float16"
 
 
 def test_mg002_float_model_is_clean(models) -> None:

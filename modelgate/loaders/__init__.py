@@ -46,9 +46,24 @@ def sniff(path: str) -> str:
         return "pickle"
     if safetensors.sniff(head, size):
         return "safetensors"
-    if onnx_model.sniff(head):
+    if onnx_model.sniff(head, size):
         return "onnx"
+    if _text_pickle(path):
+        return "pickle"
     return "unknown"
+
+
+def _text_pickle(path: str, probe: int = 1024 * 1024) -> bool:
+    """A pickle without a protocol header (protocols 0 and 1, which ``torch.save`` writes
+    when asked): the first MB parses as opcodes up to STOP, or up to the probe's end."""
+    from modelgate.loaders import pickles
+
+    with open(path, "rb") as fh:
+        data = fh.read(probe)
+    result = pickles.scan(data, "pickle", pickles.Policy())
+    if result.truncated:
+        return len(data) == probe  # followable all the way through the probe
+    return not any(i.usage == "stream" for i in result.issues)
 
 
 def load(path: str, policy: Policy | None = None) -> ModelGraph:
@@ -91,7 +106,7 @@ def _load(path: str, graph: ModelGraph, policy: Policy) -> None:
     elif kind == "pickle":
         from modelgate.loaders import torch_pickle
 
-        with open(path, "rb") as fh:
+        with open(path, "rb") as fh:  # read as far as the pickles go, not the storages
             torch_pickle.load_pickle_stream(fh, graph.file_size, graph, policy)
     elif kind == "safetensors":
         from modelgate.loaders import safetensors

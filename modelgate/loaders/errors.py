@@ -8,7 +8,8 @@ class Unreadable(Exception):
 
     def __init__(self, reason: str, member: str | None = None, hint: str | None = None) -> None:
         super().__init__(reason)
-        self.reason = reason.splitlines()[0] if reason else "unreadable"
+        line = reason.strip().splitlines()[0] if reason.strip() else "unreadable"
+        self.reason = line if len(line) <= 400 else line[:399] + "…"  # names come from the file
         self.member = member
         self.hint = hint
 

@@ -36,9 +36,44 @@ _PARAM_NAMES = {
 }
 
 
-def sniff(head: bytes) -> bool:
-    """ModelProto starts with field 1 (ir_version, varint) or another low field."""
-    return len(head) >= 2 and head[0] in (0x08, 0x12, 0x1A, 0x22, 0x2A, 0x32, 0x3A, 0x42)
+MAX_PROTOBUF = 2 * 1024**3  # protobuf's own limit; larger models keep weights outside
+# ModelProto's fields by number, with their wire type (0 varint, 2 length-delimited).
+_MODEL_FIELDS = {1: 0, 2: 2, 3: 2, 4: 2, 5: 0, 6: 2, 7: 2, 8: 2, 14: 2, 20: 2, 25: 2}
+
+
+def sniff(head: bytes, file_size: int | None = None) -> bool:
+    """The first bytes parse as ModelProto fields (numbers and wire types it declares, lengths
+    that fit in the file). Random bytes rarely get past two fields."""
+    size = len(head) if file_size is None else file_size
+    pos, fields = 0, 0
+    while pos < len(head):
+        key, pos = _varint(head, pos)
+        if key is None:
+            break
+        number, wire = key >> 3, key & 7
+        if _MODEL_FIELDS.get(number) != wire:
+            return False
+        value, pos = _varint(head, pos)
+        if value is None:
+            break
+        if wire == 2:
+            if pos + value > size:
+                return False
+            pos += value
+        fields += 1
+    return fields >= 1
+
+
+def _varint(data: bytes, pos: int) -> tuple[int | None, int]:
+    value = shift = 0
+    while pos < len(data) and shift < 64:
+        byte = data[pos]
+        pos += 1
+        value |= (byte & 0x7F) << shift
+        if not byte & 0x80:
+            return value, pos
+        shift += 7
+    return None, pos
 
 
 def load(path: str, graph: ModelGraph) -> None:
@@ -46,10 +81,15 @@ def load(path: str, graph: ModelGraph) -> None:
         import onnx
     except ImportError:  # pragma: no cover - onnx is a core dependency
         raise Unreadable("reading ONNX needs the onnx package: pip install onnx") from None
+    size = os.path.getsize(path)
+    if size > MAX_PROTOBUF:
+        raise Unreadable(f"ONNX protobuf of {size:,} bytes: more than protobuf's 2 GB limit")
     try:
         model = onnx.load_model(path, load_external_data=False)
     except Exception as exc:  # protobuf DecodeError and friends
-        raise Unreadable(f"not a valid ONNX protobuf ({str(exc)[:120] or type(exc).__name__})") from None
+        raise Unreadable(
+            f"not a valid ONNX protobuf ({str(exc)[:120] or type(exc).__name__})"
+        ) from None
     if not model.HasField("graph") or model.ir_version <= 0:
         raise Unreadable("protobuf without an ONNX graph: not an ONNX model")
     graph.format = "onnx"
@@ -65,13 +105,14 @@ def load(path: str, graph: ModelGraph) -> None:
     folder = os.path.dirname(os.path.abspath(path))
     initializers: dict[str, TensorInfo] = {}
     for tensor in g.initializer:
-        info = TensorInfo(
-            tensor.name, tuple(int(d) for d in tensor.dims), DTYPES.get(tensor.data_type, "?"),
-            kind="initializer",
-        )
+        dims = tuple(int(d) for d in tensor.dims)
+        if any(d < 0 for d in dims):
+            raise Unreadable(f"initializer {tensor.name!r} has a negative dimension {dims}")
+        info = TensorInfo(tensor.name, dims, DTYPES.get(tensor.data_type, "?"), kind="initializer")
         if tensor.data_location == onnx.TensorProto.EXTERNAL:
             info.external = _check_external(tensor, info, folder)
         initializers[tensor.name] = info
+        graph.values[tensor.name] = ValueInfo(tensor.name, info.shape, info.dtype)
     graph.tensors.update(initializers)
     for value in g.input:
         if value.name not in initializers:
@@ -92,6 +133,9 @@ def _check_external(tensor: Any, info: TensorInfo, folder: str) -> str:
     location = entries.get("location", "")
     if not location:
         raise Unreadable(f"initializer {tensor.name!r} has external data without a location")
+    if "\x00" in location:
+        raise Unreadable(f"initializer {tensor.name!r} external data location holds a NUL byte")
+    location = location.replace("\\", "/")  # what a Windows reader would make of it
     if os.path.isabs(location) or location.startswith(("/", "\\")) or ":" in location[:3]:
         raise Unreadable(
             f"initializer {tensor.name!r} points at absolute path {location!r}: "
@@ -103,7 +147,9 @@ def _check_external(tensor: Any, info: TensorInfo, folder: str) -> str:
             f"initializer {tensor.name!r} external data {location!r} escapes the model's folder"
         )
     if not os.path.isfile(target):
-        raise Unreadable(f"external data file {location!r} of initializer {tensor.name!r} is missing")
+        raise Unreadable(
+            f"external data file {location!r} of initializer {tensor.name!r} is missing"
+        )
     try:
         offset = int(entries.get("offset", "0") or 0)
         length = int(entries["length"]) if entries.get("length") else info.nbytes

@@ -19,17 +19,24 @@ so that a pickled ``nn.Module`` can be read as a module tree. Users extend it in
 
 from __future__ import annotations
 
+import _compat_pickle
 import fnmatch
 import io
 import pickle
 import pickletools
 import re
+import reprlib
 from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, BinaryIO
 
 from modelgate.graph import PickleIssue
+
+LEGACY_MAGIC = 0x1950A86A20F9469CFC6C  # the first pickle of a legacy torch.save file
+# Sizes a tensor can have: torch indexes with int64; more dims than this is not a checkpoint.
+MAX_DIM = 2**62
+MAX_RANK = 256
 
 # Storage classes as pickled by torch.save, by the dtype they hold.
 STORAGE_DTYPES: dict[str, str] = {
@@ -128,22 +135,26 @@ _ALLOWED: dict[str, frozenset[str]] = {
     "numpy.dtype": frozenset({"call", "ref"}),
 }
 
-# Python 2 names that protocol-2 pickles use for builtins (pickle's fix_imports mapping).
-_PY2_NAMES = {"__builtin__": "builtins", "copy_reg": "copyreg"}
-
 # PyTorch's own layer classes: read as module structure when used as classes (NEWOBJ).
-_TORCH_MODULE_CLASS = re.compile(r"^torch\.(ao\.)?nn\.(modules|quantized|qat|intrinsic)[\w.]*\.[A-Z]\w*$")
+# Module path segments are lower case and the class is the last segment: an attribute path
+# through a module (``torch.nn.modules.module.os.X``) never matches.
+_TORCH_MODULE_CLASS = re.compile(
+    r"^torch\.(ao\.)?nn\.(modules|quantized|qat|intrinsic)(\.[a-z_][a-z0-9_]*)*\.[A-Z]\w*$"
+)
 _NUMPY_DTYPE_CLASS = re.compile(r"^numpy\.dtypes\.\w+DType$")
 
 # TorchScript archives: classes of the compilation unit, and TorchScript's own rebuilders.
-_TORCHSCRIPT_CLASS = re.compile(r"^__torch__(\.[\w]+)+$")
-_TORCHSCRIPT_PICKLE = re.compile(
-    r"^torch\.jit\._pickle\.(restore_type_tag|build_\w+)$"
-)
+_TORCHSCRIPT_CLASS = re.compile(r"^__torch__(\.\w+)+$")
+_TORCHSCRIPT_PICKLE = re.compile(r"^torch\.jit\._pickle\.(restore_type_tag|build_\w+)$")
+# C++ classes bound to TorchScript (``torch.classes.<ns>.<name>``): their ``__setstate__`` is
+# native code that runs at load. Only PyTorch's own packed-weight namespaces are allowed.
+_TORCH_CLASS = re.compile(r"^__torch__\.torch\.classes\.(\w+)\.\w+$")
+TORCH_CLASS_NAMESPACES = frozenset({"quantized", "xnnpack", "mkldnn", "onednn", "sparse", "rnn"})
 
 
 def qualified(module: str, name: str) -> str:
-    return f"{_PY2_NAMES.get(module, module)}.{name}"
+    """The dotted name of a global, with pickle's Python 2 module names mapped."""
+    return _resolve(module, name, 2)
 
 
 @dataclass
@@ -154,8 +165,10 @@ class Policy:
     torchscript: bool = False  # allow TorchScript's own class and rebuild names
 
     def allows(self, name: str, usage: str) -> bool:
-        if any(fnmatch.fnmatchcase(name, pat) for pat in self.extra):
+        if _extra_allows(self, name):
             return True
+        if usage == "build":  # BUILD on a global patches a class or function at load
+            return False
         allowed = _ALLOWED.get(name)
         if allowed is not None:
             return usage in allowed
@@ -175,6 +188,9 @@ class Policy:
         if _NUMPY_DTYPE_CLASS.match(name):
             return usage in ("ref", "call")
         if self.torchscript:
+            custom = _TORCH_CLASS.match(name)
+            if custom is not None:
+                return usage == "class" and custom.group(1) in TORCH_CLASS_NAMESPACES
             if _TORCHSCRIPT_CLASS.match(name):
                 return usage in ("class", "ref")
             if _TORCHSCRIPT_PICKLE.match(name):
@@ -194,6 +210,10 @@ _STRING_OPS = frozenset(
 )  # fmt: skip
 _EXT_OPS = frozenset({"EXT1", "EXT2", "EXT4"})
 _MAX_GLOBALS = 100_000
+MAX_OPCODES = 50_000_000  # a 256 MB pickle of tensors has far fewer
+_MEMO_SLACK = 1024  # memo indices beyond (opcodes so far + this) are a memory bomb
+# How a global is used, most dangerous first; a report names the first one not allowed.
+USAGES = ("call", "build", "ref", "class")
 
 
 class _Global:
@@ -224,49 +244,114 @@ class ScanResult:
         """True when every disallowed global is only instantiated as a class (NEWOBJ)."""
         return all(i.usage == "class" for i in self.issues)
 
+    @property
+    def blocking(self) -> bool:
+        """Unpickling is off: a disallowed global is called or used, or the stream is odd."""
+        return not self.class_only
+
 
 def _use(result: ScanResult, value: object, usage: str) -> None:
     if isinstance(value, _Global):
         result.globals.setdefault(value.name, set()).add(usage)
 
 
-def scan(data: bytes | memoryview, member: str, policy: Policy, start: int = 0) -> ScanResult:
+def _resolve(module: str, name: str, proto: int) -> str:
+    """The global the unpickler would import: Python 2 names are mapped below protocol 3."""
+    if proto < 3:
+        if (module, name) in _compat_pickle.NAME_MAPPING:
+            module, name = _compat_pickle.NAME_MAPPING[(module, name)]
+        elif module in _compat_pickle.IMPORT_MAPPING:
+            module = _compat_pickle.IMPORT_MAPPING[module]
+    return f"{module}.{name}"
+
+
+def _line_pair(stream: BinaryIO, pos: int) -> tuple[str, str]:
+    """GLOBAL / INST arguments exactly as the unpickler reads them (two UTF-8 lines)."""
+    here = stream.tell()
+    stream.seek(pos + 1)
+    module = stream.readline()
+    name = stream.readline()
+    stream.seek(here)
+    if not module.endswith(b"\n") or not name.endswith(b"\n"):
+        raise _Unfollowable(f"global at byte {pos} without its two lines")
+    return module[:-1].decode("utf-8"), name[:-1].decode("utf-8")
+
+
+def _size_of(stream: BinaryIO) -> int:
+    here = stream.tell()
+    end = stream.seek(0, 2)
+    stream.seek(here)
+    return end
+
+
+def scan(
+    data: bytes | memoryview | BinaryIO, member: str, policy: Policy, start: int = 0
+) -> ScanResult:
     """Statically list a pickle's globals and check them against ``policy``.
 
-    ``start`` lets a caller scan one of several pickles written back to back (the legacy
-    ``torch.save`` layout); ``ScanResult.end`` tells where the next one begins.
+    ``data`` is the pickle's bytes or a seekable binary file (read as far as the pickle goes,
+    so a multi-GB legacy checkpoint is not read whole). ``start`` lets a caller scan one of
+    several pickles written back to back (the legacy ``torch.save`` layout);
+    ``ScanResult.end`` tells where the next one begins.
     """
     result = ScanResult()
-    stream = io.BytesIO(data)
+    stream: BinaryIO = io.BytesIO(data) if isinstance(data, (bytes, memoryview)) else data
+    size = _size_of(stream)
     stream.seek(start)
     stack: list[object] = []
     memo: dict[int, object] = {}
+    dotted: set[str] = set()
+    proto = 0
+    count = 0
     try:
         for opcode, arg, pos in pickletools.genops(stream):
+            count += 1
+            if count > MAX_OPCODES:
+                raise _Unfollowable(f"more than {MAX_OPCODES:,} opcodes")
             name = opcode.name
             if name in _STRING_OPS:
                 stack.append(arg)
-            elif name == "GLOBAL":
-                module, _, attr = str(arg).partition(" ")
-                stack.append(_Global(qualified(module, attr)))
+            elif name == "PROTO":
+                proto = int(arg)
+            elif name in ("GLOBAL", "INST"):
+                module, attr = _line_pair(stream, pos)
+                found = _Global(_resolve(module, attr, proto))
+                if "." in attr:
+                    dotted.add(found.name)
+                if name == "GLOBAL":
+                    stack.append(found)
+                else:
+                    for item in _pop_mark(stack, name, pos):
+                        _use(result, item, "ref")
+                    _use(result, found, "call")
+                    stack.append(_ANY)
             elif name == "STACK_GLOBAL":
-                if len(stack) < 2 or not all(isinstance(v, str) for v in stack[-2:]):
+                if len(stack) < 2 or not all(type(v) is str for v in stack[-2:]):
                     raise _Unfollowable(f"STACK_GLOBAL at byte {pos} on values it cannot resolve")
                 attr = stack.pop()
                 module = stack.pop()
-                stack.append(_Global(qualified(module, attr)))  # type: ignore[arg-type]
-            elif name in ("PUT", "BINPUT", "LONG_BINPUT"):
-                if not stack:
-                    raise _Unfollowable(f"{name} on an empty stack at byte {pos}")
-                memo[int(arg)] = stack[-1]
-            elif name == "MEMOIZE":
-                if not stack:
-                    raise _Unfollowable(f"MEMOIZE on an empty stack at byte {pos}")
-                memo[len(memo)] = stack[-1]
+                found = _Global(_resolve(module, attr, proto))  # type: ignore[arg-type]
+                if "." in attr:  # type: ignore[operator]
+                    dotted.add(found.name)
+                stack.append(found)
+            elif name in ("PUT", "BINPUT", "LONG_BINPUT", "MEMOIZE"):
+                if not stack or stack[-1] is _MARK:
+                    raise _Unfollowable(f"{name} with nothing to store at byte {pos}")
+                index = len(memo) if name == "MEMOIZE" else int(arg)
+                if index > count + _MEMO_SLACK:
+                    raise _Unfollowable(f"{name} to memo slot {index:,} at byte {pos}")
+                memo[index] = stack[-1]
             elif name in ("GET", "BINGET", "LONG_BINGET"):
                 if int(arg) not in memo:
                     raise _Unfollowable(f"{name} of memo slot {arg} never stored, byte {pos}")
                 stack.append(memo[int(arg)])
+            elif name == "DUP":
+                _need(stack, 1, name, pos)
+                stack.append(stack[-1])
+            elif name == "POP":
+                if not stack:
+                    raise _Unfollowable(f"POP on an empty stack at byte {pos}")
+                _use(result, stack.pop(), "ref")
             elif name in _EXT_OPS:
                 raise _Unfollowable(f"{name} (copyreg extension registry) at byte {pos}")
             elif name == "REDUCE":
@@ -275,60 +360,77 @@ def scan(data: bytes | memoryview, member: str, policy: Policy, start: int = 0) 
                 _use(result, stack[-1], "ref")
                 del stack[-2:]
                 stack.append(_ANY)
-            elif name == "NEWOBJ":
-                _need(stack, 2, name, pos)
-                _use(result, stack[-2], "class")
-                del stack[-2:]
-                stack.append(_ANY)
-            elif name == "NEWOBJ_EX":
-                _need(stack, 3, name, pos)
-                _use(result, stack[-3], "class")
-                del stack[-3:]
-                stack.append(_ANY)
-            elif name == "INST":
-                module, _, attr = str(arg).partition(" ")
-                result.globals.setdefault(qualified(module, attr), set()).add("call")
-                _pop_mark(stack, name, pos)
+            elif name in ("NEWOBJ", "NEWOBJ_EX"):
+                n = 2 if name == "NEWOBJ" else 3
+                _need(stack, n, name, pos)
+                _use(result, stack[-n], "class")
+                for item in stack[-n + 1 :]:
+                    _use(result, item, "ref")
+                del stack[-n:]
                 stack.append(_ANY)
             elif name == "OBJ":
                 items = _pop_mark(stack, name, pos)
                 if not items:
                     raise _Unfollowable(f"OBJ without a class at byte {pos}")
                 _use(result, items[0], "call")
+                for item in items[1:]:
+                    _use(result, item, "ref")
                 stack.append(_ANY)
             elif name == "BUILD":
                 _need(stack, 2, name, pos)
+                _use(result, stack[-2], "build")  # setting state on a class or function
                 _use(result, stack[-1], "ref")
                 stack.pop()
             elif name in ("PERSID", "BINPERSID"):
                 result.persistent_ids += 1
                 if name == "BINPERSID":
                     _need(stack, 1, name, pos)
-                    _use(result, stack[-1], "ref")
-                    stack.pop()
+                    _use(result, stack.pop(), "ref")
                 stack.append(_ANY)
             elif name == "STOP":
                 _need(stack, 1, name, pos)
+                _use(result, stack[-1], "ref")
                 result.end = stream.tell()
                 break
             else:
                 _generic(stack, opcode, result, pos)
             if len(result.globals) > _MAX_GLOBALS:
-                raise _Unfollowable(f"more than {_MAX_GLOBALS} distinct globals")
+                raise _Unfollowable(f"more than {_MAX_GLOBALS:,} distinct globals")
         else:
             raise _Unfollowable("the stream ends without STOP")
-    except (_Unfollowable, ValueError, EOFError, KeyError, IndexError, TypeError, OverflowError) as exc:
-        result.truncated = stream.tell() >= len(data)
-        reason = "it ends before STOP (truncated)" if result.truncated else str(exc)
-        result.issues.append(PickleIssue(member, None, f"cannot follow the pickle: {reason}", "stream"))
-        return result
-
+    except (_Unfollowable, ValueError, EOFError, KeyError, IndexError, TypeError,
+            OverflowError, UnicodeDecodeError, MemoryError) as exc:  # fmt: skip
+        result.truncated = stream.tell() >= size
+        reason = "it ends before STOP (truncated)" if result.truncated else _brief_error(exc)
+        result.issues.append(
+            PickleIssue(member, None, f"cannot follow the pickle: {reason}", "stream")
+        )
+    # globals met before a stream breaks off count too: the unpickler runs them as it goes
     for gname, usages in sorted(result.globals.items()):
-        for usage in sorted(usages):
-            if not policy.allows(gname, usage):
-                result.issues.append(PickleIssue(member, gname, _describe(gname, usage), usage))
+        shown = gname if len(gname) <= 200 else gname[:199] + "…"
+        if gname in dotted and not _extra_allows(policy, gname, dotted=True):
+            result.issues.append(
+                PickleIssue(member, shown, f"looks up the attribute path {shown}", "call")
+            )
+            continue
+        for usage in USAGES:
+            if usage in usages and not policy.allows(gname, usage):
+                result.issues.append(PickleIssue(member, shown, _describe(shown, usage), usage))
                 break
     return result
+
+
+def _extra_allows(policy: Policy, name: str, dotted: bool = False) -> bool:
+    """Dotted lookups (``module`` + ``a.b.c``) can walk from a trusted module anywhere, so
+    only an exact entry in the user's allow-list admits one, never a glob."""
+    if dotted:
+        return name in policy.extra
+    return any(fnmatch.fnmatchcase(name, pat) for pat in policy.extra)
+
+
+def _brief_error(exc: BaseException) -> str:
+    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return text[:160]
 
 
 def _describe(name: str, usage: str) -> str:
@@ -336,6 +438,8 @@ def _describe(name: str, usage: str) -> str:
         return f"instantiates class {name}, which loading would import and run"
     if usage == "call":
         return f"calls {name} while loading"
+    if usage == "build":
+        return f"sets attributes on {name} while loading"
     return f"references {name}"
 
 
@@ -357,7 +461,9 @@ def _pop_mark(stack: list[object], name: str, pos: int) -> list[object]:
     raise _Unfollowable(f"{name} at byte {pos} without a MARK")
 
 
-def _generic(stack: list[object], opcode: pickletools.OpcodeInfo, result: ScanResult, pos: int) -> None:
+def _generic(
+    stack: list[object], opcode: pickletools.OpcodeInfo, result: ScanResult, pos: int
+) -> None:
     """Apply an opcode's declared stack effect; globals consumed here count as references."""
     before = opcode.stack_before
     if pickletools.markobject in before:
@@ -366,10 +472,10 @@ def _generic(stack: list[object], opcode: pickletools.OpcodeInfo, result: ScanRe
         for item in items:
             _use(result, item, "ref")
         below = before.index(pickletools.markobject)
+        if below:
+            _need(stack, below, opcode.name, pos)
         for _ in range(below):
-            if not stack:
-                raise _Unfollowable(f"{opcode.name} at byte {pos} on an empty stack")
-            stack.pop()
+            _use(result, stack.pop(), "ref")
     else:
         n = len(before)
         if n:
@@ -380,6 +486,46 @@ def _generic(stack: list[object], opcode: pickletools.OpcodeInfo, result: ScanRe
     for produced in opcode.stack_after:
         stack.append(_MARK if produced is pickletools.markobject else _ANY)
     # containers that are appended to / set on stay on the stack (they are in stack_after)
+
+
+def scan_sequence(
+    data: bytes | memoryview | BinaryIO, label: str, policy: Policy
+) -> tuple[list[int], list[int], list[PickleIssue], bool]:
+    """Scan what ``torch.load`` unpickles from a non-zip stream, before anything runs.
+
+    That is one pickle, or the legacy (pre-1.6) ``torch.save`` layout: five pickles back to
+    back (magic number, protocol, sys info, the object, storage keys), raw storages after.
+    The first pickle decides which: it is read inertly once scanned clean.
+    Returns the pickles' start and end offsets, their issues, and whether the data ended early.
+    """
+    stream: BinaryIO = io.BytesIO(data) if isinstance(data, (bytes, memoryview)) else data
+    first = scan(stream, label, policy)
+    if first.truncated:
+        return [], [], _found(first), True
+    count = 1
+    if not first.issues:
+        try:
+            stream.seek(0)
+            magic = InertUnpickler(stream, policy, class_stubs=False).load()
+        except Exception:  # a pickle the scanner follows may still fail to unpickle
+            magic = None
+        count = 5 if type(magic) is int and magic == LEGACY_MAGIC else 1
+    starts, ends, issues = [0], [first.end], list(first.issues)
+    for index in range(1, count):
+        result = scan(stream, f"{label} pickle {index + 1}", policy, ends[-1])
+        if result.truncated:
+            return starts, ends, issues + _found(result), True
+        issues.extend(result.issues)
+        starts.append(ends[-1])
+        ends.append(result.end)
+        if any(i.usage == "stream" for i in result.issues):
+            break
+    return starts, ends, issues, False
+
+
+def _found(result: ScanResult) -> list[PickleIssue]:
+    """A truncated pickle's issues without "it ends early" (the caller reports truncation)."""
+    return [i for i in result.issues if i.usage != "stream"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -499,13 +645,42 @@ class _StubCallable:
         return f"<{self.name}>"
 
 
+_REPR = reprlib.Repr()
+_REPR.maxlevel, _REPR.maxstring, _REPR.maxother, _REPR.maxlong = 2, 40, 40, 40
+
+
+def brief(value: Any) -> str:
+    """A short repr that stays short (and fast) for hostile values: huge ints, shared or
+    deeply nested containers."""
+    return _REPR.repr(value)
+
+
+def _count(value: Any) -> bool:
+    return type(value) is int and 0 <= value < MAX_DIM
+
+
 def _shape(value: Any) -> tuple[int, ...]:
     if isinstance(value, Stub):  # torch.Size(...)
         value = value.args[0] if value.args else ()
-    if not isinstance(value, (tuple, list)) or not all(
-        isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in value
+    if (
+        not isinstance(value, (tuple, list))
+        or len(value) > MAX_RANK
+        or not all(_count(d) for d in value)
     ):
-        raise pickle.UnpicklingError(f"tensor size is not a tuple of counts: {value!r:.80}")
+        raise pickle.UnpicklingError(f"tensor size is not a tuple of counts: {brief(value)}")
+    numel = 1
+    for d in value:
+        numel *= d
+    if numel >= MAX_DIM:
+        raise pickle.UnpicklingError(f"tensor size {brief(value)} holds more than 2**62 elements")
+    return tuple(value)
+
+
+def _stride(value: Any, rank: int) -> tuple[int, ...] | None:
+    if not isinstance(value, (tuple, list)):
+        return None
+    if len(value) != rank or not all(_count(s) for s in value):
+        raise pickle.UnpicklingError(f"tensor stride is not a tuple of counts: {brief(value)}")
     return tuple(value)
 
 
@@ -518,9 +693,9 @@ def _call(name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         dtype = storage.dtype
         if short == "_rebuild_tensor_v3" and len(args) > 6 and isinstance(args[6], _DType):
             dtype = args[6].name
-        offset = args[1] if isinstance(args[1], int) else 0
-        stride = tuple(args[3]) if isinstance(args[3], (tuple, list)) else None
-        return TensorStub(_shape(args[2]), dtype, storage, offset, stride)
+        offset = args[1] if _count(args[1]) else 0
+        shape = _shape(args[2])
+        return TensorStub(shape, dtype, storage, offset, _stride(args[3], len(shape)))
     if short in ("_rebuild_parameter", "_rebuild_parameter_with_state"):
         data = args[0] if args else None
         if isinstance(data, TensorStub):
@@ -531,7 +706,7 @@ def _call(name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         dtype = args[0].name if args and isinstance(args[0], _DType) else "float32"
         return TensorStub(_shape(args[1]) if len(args) > 1 else (), dtype)
     if short == "_rebuild_from_type_v2":
-        func, _new_type, fargs = (args + (None, None, ()))[:3]
+        func, _new_type, fargs = (*args, None, None, ())[:3]
         if isinstance(func, _StubCallable) and isinstance(fargs, tuple):
             return func(*fargs)
         raise pickle.UnpicklingError("_rebuild_from_type_v2 with an unexpected function")
@@ -568,11 +743,12 @@ class _DType:
 class InertUnpickler(pickle.Unpickler):
     """Unpickles into stubs. ``find_class`` never imports; storages are never read."""
 
-    def __init__(self, stream: io.BufferedIOBase, policy: Policy, class_stubs: bool) -> None:
+    def __init__(self, stream: BinaryIO, policy: Policy, class_stubs: bool) -> None:
         super().__init__(stream)
         self._policy = policy
         self._class_stubs = class_stubs
         self._classes: dict[str, type] = {}
+        self.storage_keys: set[str] = set()  # persistent ids seen: the storages in use
 
     def find_class(self, module: str, name: str) -> Any:
         full = qualified(module, name)
@@ -583,7 +759,7 @@ class InertUnpickler(pickle.Unpickler):
             return _DType(STORAGE_DTYPES[short])
         if owner == "torch" and short in QSCHEMES:
             return _DType(short)
-        if any(fnmatch.fnmatchcase(full, pat) for pat in self._policy.extra):
+        if _extra_allows(self._policy, full):
             return self._class(full)  # the user's own classes: inert, whatever their use
         if self._policy.allows(full, "call"):
             return _StubCallable(full)
@@ -608,19 +784,34 @@ class InertUnpickler(pickle.Unpickler):
         if isinstance(pid, tuple) and len(pid) >= 5 and pid[0] == "storage":
             stype, key, location, numel = pid[1], pid[2], pid[3], pid[4]
             dtype = stype.name if isinstance(stype, _DType) else "uint8"
-            if not isinstance(numel, int) or numel < 0:
-                raise pickle.UnpicklingError("storage with a negative or non-integer size")
-            return StorageRef(str(key), dtype, numel, str(location))
-        if isinstance(pid, (str, int)):  # TorchScript / other readers: ids name members
+            if not _count(numel):
+                raise pickle.UnpicklingError(f"storage with an invalid size {brief(numel)}")
+            if not isinstance(key, (str, int)) or not isinstance(location, str):
+                raise pickle.UnpicklingError(f"storage with an invalid key {brief(key)}")
+            self.storage_keys.add(str(key))
+            return StorageRef(str(key), dtype, numel, location[:40])
+        if isinstance(pid, (str, int)) and not isinstance(pid, bool):
+            # TorchScript / other readers: ids name members
+            self.storage_keys.add(str(pid))
             return StorageRef(str(pid), "uint8", 0)
-        raise pickle.UnpicklingError(f"unknown persistent id {pid!r:.60}")
+        raise pickle.UnpicklingError(f"unknown persistent id {brief(pid)}")
 
 
-def load_inert(data: bytes | memoryview, policy: Policy, class_stubs: bool, start: int = 0) -> Any:
+def load_inert(
+    data: bytes | memoryview | BinaryIO, policy: Policy, class_stubs: bool, start: int = 0
+) -> Any:
     """Unpickle ``data`` into inert stubs. Raises ``pickle.UnpicklingError`` and friends."""
-    stream = io.BytesIO(data)
+    return load_inert_keys(data, policy, class_stubs, start)[0]
+
+
+def load_inert_keys(
+    data: bytes | memoryview | BinaryIO, policy: Policy, class_stubs: bool, start: int = 0
+) -> tuple[Any, set[str]]:
+    """:func:`load_inert`, plus the storage keys (persistent ids) the pickle refers to."""
+    stream: BinaryIO = io.BytesIO(data) if isinstance(data, (bytes, memoryview)) else data
     stream.seek(start)
-    return InertUnpickler(stream, policy, class_stubs).load()
+    unpickler = InertUnpickler(stream, policy, class_stubs)
+    return unpickler.load(), unpickler.storage_keys
 
 
 def is_pickle(head: bytes) -> bool:

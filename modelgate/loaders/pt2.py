@@ -4,6 +4,11 @@ The archive stores the exported graph as JSON (torch's ``_export/serde/schema.py
 node with its target, arguments, the source traceback and the module it came from, and every
 value's shape, symbolic where the export declared dynamic dimensions. Weights are separate
 members; their sizes are checked against the graph, their bytes are not read.
+
+``torch.export.load`` unpickles some members with ``torch.load(weights_only=False)``: sample
+inputs (after a ``weights_only=True`` attempt), weights and constants saved with
+``use_pickle``, custom and opaque objects. Those are scanned whatever their bytes look like;
+the raw weights the configs name are skipped as data.
 """
 
 from __future__ import annotations
@@ -28,7 +33,9 @@ DTYPES = {
 }  # fmt: skip
 
 _SYMBOL = re.compile(r"Symbol\('(\w+)'[^)]*\)")
-_MAX_JSON = 512 * 1024 * 1024
+_MAX_JSON = 256 * 1024 * 1024  # parsed, JSON takes ~10x its size in memory
+_JSON_ERRORS = (UnicodeDecodeError, ValueError, RecursionError)  # ValueError: JSON, big ints
+_PICKLED_PREFIXES = ("custom_obj", "opaque_obj")
 _MAX_NODES = 5_000_000
 
 
@@ -41,10 +48,11 @@ def is_pt2(archive: Archive) -> bool:
 
 
 def load(archive: Archive, graph: ModelGraph, policy: pickles.Policy) -> None:
-    report = scan_archive(archive, policy)
+    graph.format = "torch_export"
+    raw, loaded = _payloads(archive)
+    report = scan_archive(archive, policy, main=(), raw=raw, loaded=loaded)
     graph.pickle_issues.extend(report.issues)
     graph.native_code.extend(report.native)
-    graph.format = "torch_export"
     name = _model_json(archive)
     if name is None:
         if report.native:
@@ -54,20 +62,45 @@ def load(archive: Archive, graph: ModelGraph, policy: pickles.Policy) -> None:
         raise Unreadable(".pt2 archive without an exported program (models/*.json)")
     try:
         doc = json.loads(archive.read(name, _MAX_JSON))
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
-        raise Unreadable(f"{name} is not valid JSON ({str(exc)[:80]})",
-                         member=archive.where(archive.prefix + name)) from None
+    except _JSON_ERRORS as exc:
+        raise Unreadable(
+            f"{name} is not valid JSON ({str(exc)[:80]})",
+            member=archive.where(archive.prefix + name),
+        ) from None
     try:
         _read_program(doc, graph)
         _check_weights(archive, graph)
     except Unreadable:
         raise
-    except (KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError, StopIteration) as exc:
         raise Unreadable(
             f"{name} does not follow the torch.export schema ({type(exc).__name__}: "
             f"{str(exc)[:80]})",
             member=archive.where(archive.prefix + name),
         ) from None
+
+
+def _payloads(archive: Archive) -> tuple[set[str], set[str]]:
+    """Members the configs name as raw tensor bytes, and members torch.load reads."""
+    raw: set[str] = set()
+    loaded = set(archive.names("data/sample_inputs/"))
+    for folder in ("data/weights/", "data/constants/"):
+        for rel in archive.names(folder):
+            if rel.endswith(".pt"):  # the legacy layout: one torch.save file per model
+                loaded.add(rel)
+            if not rel.endswith("_config.json"):
+                continue
+            try:
+                config = json.loads(archive.read(rel, _MAX_JSON)).get("config")
+            except (*_JSON_ERRORS, AttributeError):
+                continue  # reported by _check_weights, or the pickles are scanned anyway
+            for entry in config.values() if isinstance(config, dict) else ():
+                path = entry.get("path_name") if isinstance(entry, dict) else None
+                if not isinstance(path, str):
+                    continue
+                pickled = entry.get("use_pickle") or path.startswith(_PICKLED_PREFIXES)
+                (loaded if pickled else raw).add(folder + path)
+    return raw - loaded, loaded
 
 
 def _model_json(archive: Archive) -> str | None:
@@ -83,7 +116,10 @@ def _model_json(archive: Archive) -> str | None:
 
 def _dim(size: dict[str, Any]) -> int | str | None:
     if "as_int" in size:
-        return int(size["as_int"])
+        value = int(size["as_int"])
+        if not 0 <= value < pickles.MAX_DIM:
+            raise ValueError(f"dimension {pickles.brief(value)} out of range")
+        return value
     expr = size.get("as_expr")
     if isinstance(expr, dict):
         text = str(expr.get("expr_str", ""))
@@ -160,7 +196,7 @@ def _forward_arg_names(gm: dict[str, Any]) -> list[str]:
 
 
 def _canonical(target: str) -> tuple[str, str | None]:
-    """"torch.ops.aten.linear.default" -> ("aten::linear", "default")."""
+    """ "torch.ops.aten.linear.default" -> ("aten::linear", "default")."""
     text = target.removeprefix("torch.ops.")
     parts = text.split(".")
     if target.startswith("torch.ops.") and len(parts) >= 3:
@@ -201,7 +237,9 @@ def _arg_value(arg: dict[str, Any]) -> tuple[Any, list[str]]:
     return {kind: "…"}, []
 
 
-def _read_nodes(g: dict[str, Any], graph: ModelGraph, module_types: dict[str, str], depth: int) -> None:
+def _read_nodes(
+    g: dict[str, Any], graph: ModelGraph, module_types: dict[str, str], depth: int
+) -> None:
     if depth > 8:
         raise Unreadable("exported program nests subgraphs more than 8 deep")
     for index, node in enumerate(g.get("nodes", [])):
@@ -251,7 +289,7 @@ def _module(stack: str, module_types: dict[str, str]) -> tuple[str | None, str |
     if not isinstance(stack, str) or not stack:
         return last
     for entry in stack.split(";"):
-        head, sep, rest = entry.partition(",")
+        _head, sep, rest = entry.partition(",")
         if not sep or "," not in rest:
             continue
         path, mtype = rest.rsplit(",", 1)
@@ -283,9 +321,11 @@ def _check_weights(archive: Archive, graph: ModelGraph) -> None:
     if not archive.has(config_name):
         return
     try:
-        config = json.loads(archive.read(config_name)).get("config", {})
-    except (UnicodeDecodeError, json.JSONDecodeError, AttributeError):
+        config = json.loads(archive.read(config_name, _MAX_JSON)).get("config", {})
+    except (*_JSON_ERRORS, AttributeError):
         raise Unreadable(f"{config_name} is not valid JSON") from None
+    if not isinstance(config, dict):
+        raise Unreadable(f"{config_name} does not follow the torch.export schema")
     for fqn, entry in config.items():
         member = f"data/weights/{entry.get('path_name', '')}"
         size = archive.size(member)

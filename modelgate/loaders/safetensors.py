@@ -13,6 +13,7 @@ from typing import Any, BinaryIO
 
 from modelgate.graph import ModelGraph, TensorInfo
 from modelgate.loaders.errors import Unreadable
+from modelgate.loaders.pickles import MAX_DIM, MAX_RANK, brief
 from modelgate.loaders.torch_pickle import infer_layers
 
 MAX_HEADER = 100 * 1024 * 1024  # the reference implementation's limit
@@ -72,32 +73,43 @@ def load(fh: BinaryIO, file_size: int, graph: ModelGraph) -> None:
     text = fh.read(n)
     try:
         header = json.loads(text.decode("utf-8"), object_pairs_hook=_no_duplicates)
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
-        raise Unreadable(f"safetensors header is not valid JSON ({exc})") from None
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:  # ValueError: JSON, big ints
+        raise Unreadable(f"safetensors header is not valid JSON ({str(exc)[:120]})") from None
     if not isinstance(header, dict):
         raise Unreadable("safetensors header is not a JSON object")
     graph.format = "safetensors"
     data_size = file_size - 8 - n
     metadata = header.pop("__metadata__", None)
+    if metadata is not None and not (
+        isinstance(metadata, dict) and all(isinstance(v, str) for v in metadata.values())
+    ):
+        raise Unreadable("safetensors __metadata__ is not a map of strings to strings")
     if isinstance(metadata, dict):
-        graph.metadata["safetensors"] = {str(k): str(v)[:200] for k, v in list(metadata.items())[:50]}
+        graph.metadata["safetensors"] = {
+            str(k): str(v)[:200] for k, v in list(metadata.items())[:50]
+        }
     spans: list[tuple[int, int, str]] = []
     for name, entry in header.items():
         if not isinstance(entry, dict):
             raise Unreadable(f"safetensors entry {name!r} is not an object")
         dtype, shape, offsets = entry.get("dtype"), entry.get("shape"), entry.get("data_offsets")
         if dtype not in DTYPES:
-            raise Unreadable(f"safetensors tensor {name!r} has unknown dtype {dtype!r:.20}")
-        if not isinstance(shape, list) or not all(
-            isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape
+            raise Unreadable(f"safetensors tensor {name!r} has unknown dtype {brief(dtype)}")
+        if (
+            not isinstance(shape, list)
+            or len(shape) > MAX_RANK
+            or not all(type(d) is int and 0 <= d < MAX_DIM for d in shape)
+            or math.prod(shape) >= MAX_DIM
         ):
-            raise Unreadable(f"safetensors tensor {name!r} has an invalid shape")
+            raise Unreadable(f"safetensors tensor {name!r} has an invalid shape {brief(shape)}")
         if (
             not isinstance(offsets, list)
             or len(offsets) != 2
-            or not all(isinstance(o, int) and not isinstance(o, bool) for o in offsets)
+            or not all(type(o) is int and 0 <= o < MAX_DIM for o in offsets)
         ):
-            raise Unreadable(f"safetensors tensor {name!r} has invalid data_offsets")
+            raise Unreadable(
+                f"safetensors tensor {name!r} has invalid data_offsets {brief(offsets)}"
+            )
         begin, end = offsets
         bits = math.prod(shape) * _BITS[dtype]
         need = (bits + 7) // 8

@@ -18,9 +18,9 @@ from modelgate.graph import ITEMSIZE, Layer, ModelGraph, TensorInfo
 from modelgate.loaders import pickles
 from modelgate.loaders.archive import Archive, scan_archive
 from modelgate.loaders.errors import Unreadable
-from modelgate.loaders.pickles import NDArrayStub, Stub, StorageRef, TensorStub
+from modelgate.loaders.pickles import NDArrayStub, StorageRef, Stub, TensorStub
 
-LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
+LEGACY_MAGIC = pickles.LEGACY_MAGIC
 _MAX_OBJECTS = 2_000_000
 _STATE_DICT_KEYS = (
     "state_dict",
@@ -46,23 +46,23 @@ _NOT_MODEL = re.compile(r"optim|sched|scaler|lr_|loss|callbacks|loops", re.IGNOR
 
 def load_zip(archive: Archive, graph: ModelGraph, policy: pickles.Policy) -> None:
     """Read a torch.save zip archive into ``graph``."""
-    report = scan_archive(archive, policy)
-    graph.pickle_issues.extend(report.issues)
-    graph.native_code.extend(report.native)
     graph.format = "torch_save"
     graph.metadata["layout"] = "zip"
     if not archive.has("data.pkl"):
         raise Unreadable("zip archive without data.pkl: not a torch.save file")
-    obj = _unpickle_member(archive, "data.pkl", graph, policy)
-    if obj is None:
-        return
+    report = scan_archive(archive, policy, main=("data.pkl",))
+    graph.pickle_issues.extend(report.issues)
+    graph.native_code.extend(report.native)
+    obj = report.objects.get(archive.prefix + "data.pkl")
+    if obj is None:  # unsafe (not read), or the scan could not read it: say why
+        obj = _unpickle_member(archive, "data.pkl", graph, policy)
+        if obj is None:
+            return
     _check_storages(obj, archive, graph)
     interpret(obj, graph)
 
 
-def _unpickle_member(
-    archive: Archive, rel: str, graph: ModelGraph, policy: pickles.Policy
-) -> Any:
+def _unpickle_member(archive: Archive, rel: str, graph: ModelGraph, policy: pickles.Policy) -> Any:
     """Unpickle a member into stubs, unless its scan found a global that is called."""
     where = archive.where(archive.prefix + rel)
     blocking = [i for i in graph.pickle_issues if i.member == where and i.usage != "class"]
@@ -116,8 +116,8 @@ def _check_extent(name: str, t: TensorStub) -> None:
         return
     stride = t.stride or tuple(math.prod(t.shape[i + 1 :]) for i in range(len(t.shape)))
     if len(stride) != len(t.shape) or any(not isinstance(s, int) or s < 0 for s in stride):
-        raise Unreadable(f"tensor {name!r} has an invalid stride {stride!r:.60}")
-    extent = t.offset + 1 + sum((d - 1) * s for d, s in zip(t.shape, stride))
+        raise Unreadable(f"tensor {name!r} has an invalid stride {pickles.brief(stride)}")
+    extent = t.offset + 1 + sum((d - 1) * s for d, s in zip(t.shape, stride, strict=True))
     # storage numel counts elements of the storage dtype; the tensor dtype may differ (v3)
     tensor_items = ITEMSIZE.get(t.dtype, 1)
     storage_bytes = ref.numel * ITEMSIZE.get(ref.dtype, 1)
@@ -137,79 +137,45 @@ def load_pickle_stream(fh: BinaryIO, size: int, graph: ModelGraph, policy: pickl
     """A legacy (pre-1.6) torch.save file or a plain pickle.
 
     Legacy files are five pickles back to back (magic, protocol, sys info, the object, storage
-    keys) followed by raw storages; each pickle is scanned before any is unpickled.
+    keys) followed by raw storages; each pickle is scanned before any is unpickled, reading
+    the file only as far as the pickles go.
     """
     graph.format = "torch_save"
     graph.metadata["layout"] = "pickle"
-    budget = min(size, 64 * 1024 * 1024)
-    while True:
-        fh.seek(0)
-        data = fh.read(budget)
-        starts, scan_issues, incomplete = _scan_sequence(data, policy, "pickle")
-        if not incomplete or budget >= size or budget >= 512 * 1024 * 1024:
-            break
-        budget = min(size, budget * 4)
-    graph.pickle_issues.extend(scan_issues)
-    if incomplete and not scan_issues:
+    starts, ends, issues, incomplete = pickles.scan_sequence(fh, "pickle", policy)
+    graph.pickle_issues.extend(issues)
+    if incomplete:
         raise Unreadable("pickle stream ends early (truncated file?)")
-    if any(i.usage != "class" for i in scan_issues):
+    if any(i.usage != "class" for i in issues):
         graph.notes.append("the pickle was not read: it is unsafe")
         return
-    class_stubs = bool(scan_issues)
+    class_stubs = bool(issues)
     try:
-        first = pickles.load_inert(data, policy, class_stubs, starts[0])
+        first = pickles.load_inert(fh, policy, class_stubs, starts[0])
+        legacy = type(first) is int and first == LEGACY_MAGIC
+        if legacy:
+            graph.metadata["layout"] = "legacy"
+            obj = pickles.load_inert(fh, policy, class_stubs, starts[3])
+            keys = pickles.load_inert(fh, policy, class_stubs, starts[4])
+    except RecursionError:
+        raise Unreadable("pickle nests too deeply") from None
     except Exception as exc:
         raise Unreadable(f"cannot unpickle ({_short(exc)})") from None
-    if first == LEGACY_MAGIC and len(starts) >= 5:
-        graph.metadata["layout"] = "legacy"
-        try:
-            obj = pickles.load_inert(data, policy, class_stubs, starts[3])
-            keys = pickles.load_inert(data, policy, class_stubs, starts[4])
-        except Exception as exc:
-            raise Unreadable(f"cannot unpickle ({_short(exc)})") from None
-        _check_legacy_storages(fh, size, starts, data, obj, keys)
+    if legacy:
+        _check_legacy_storages(fh, size, ends[4], obj, keys)
         interpret(obj, graph)
-        return
-    if first == LEGACY_MAGIC:
-        raise Unreadable("legacy torch.save file ends early (truncated?)")
-    interpret(first, graph)
+    else:
+        interpret(first, graph)
 
 
-def _scan_sequence(
-    data: bytes, policy: pickles.Policy, label: str
-) -> tuple[list[int], list[Any], bool]:
-    """Scan the pickle (or the legacy layout's five) at the start of ``data``.
-
-    Returns the offsets of the pickles, their issues, and whether ``data`` ended too early.
-    """
-    legacy = data[:4] == b"\x80\x02\x8a\x0a" and int.from_bytes(data[4:14], "little") == LEGACY_MAGIC
-    starts: list[int] = []
-    issues: list[Any] = []
-    pos = 0
-    for index in range(5 if legacy else 1):
-        if pos >= len(data):
-            return starts, issues, True
-        result = pickles.scan(data, f"{label} pickle {index + 1}" if legacy else label, policy, pos)
-        if result.truncated:
-            return starts, issues, True
-        starts.append(pos)
-        issues.extend(result.issues)
-        if any(i.usage == "stream" for i in result.issues):
-            break
-        pos = result.end
-    return starts, issues, False
-
-
-def _check_legacy_storages(
-    fh: BinaryIO, size: int, starts: list[int], data: bytes, obj: Any, keys: Any
-) -> None:
+def _check_legacy_storages(fh: BinaryIO, size: int, end: int, obj: Any, keys: Any) -> None:
+    """The raw storages after the pickles: each an 8-byte element count, then the bytes."""
     if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
         raise Unreadable("legacy torch.save file: storage key list is malformed")
     refs: dict[str, StorageRef] = {}
     for _, t in iter_tensors(obj):
         if t.storage is not None:
             refs.setdefault(t.storage.key, t.storage)
-    end = pickles.scan(data, "keys", pickles.Policy(), start=starts[4]).end
     pos = end
     for key in keys:
         ref = refs.get(key)
@@ -220,8 +186,10 @@ def _check_legacy_storages(
         numel = int.from_bytes(raw, "little", signed=True)
         itemsize = ITEMSIZE.get(ref.dtype, 1) if ref else 1
         if numel < 0 or (ref is not None and numel != ref.numel):
-            raise Unreadable(f"legacy storage {key!r} declares {numel} elements, expected "
-                             f"{ref.numel if ref else '?'}")
+            raise Unreadable(
+                f"legacy storage {key!r} declares {numel} elements, expected "
+                f"{ref.numel if ref else '?'}"
+            )
         pos += 8 + int(numel * itemsize)
         if pos > size:
             raise Unreadable(f"legacy torch.save file ends inside storage {key!r} (truncated)")
@@ -282,7 +250,9 @@ def _tensor_dict(obj: Any) -> dict[str, TensorStub | NDArrayStub] | None:
     if not isinstance(obj, dict) or not obj:
         return None
     tensors = {
-        k: v for k, v in obj.items() if isinstance(k, str) and isinstance(v, (TensorStub, NDArrayStub))
+        k: v
+        for k, v in obj.items()
+        if isinstance(k, str) and isinstance(v, (TensorStub, NDArrayStub))
     }
     if not tensors or len(tensors) < 0.5 * len(obj):
         return None
@@ -430,9 +400,9 @@ def _read_module(root: Stub, graph: ModelGraph) -> None:
         layer = Layer(path, qual, training=_training(module))
         for key in _MODULE_ATTRS:
             value = attrs.get(key)
-            if isinstance(value, (int, float, bool, tuple, list, str)) or value is None:
-                if key in attrs:
-                    layer.attrs[key] = value
+            scalar = isinstance(value, (int, float, bool, tuple, list, str)) or value is None
+            if scalar and key in attrs:
+                layer.attrs[key] = value
         if "_modules" in attrs:
             params = attrs.get("_parameters") or {}
             buffers = attrs.get("_buffers") or {}

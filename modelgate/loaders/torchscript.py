@@ -3,15 +3,21 @@
 Without torch: the module tree, parameters, training flags and traced input shapes come from
 the archive's pickles (read inertly, like any checkpoint). With torch: the graph's ops, their
 constant arguments, owning modules and source lines come from ``torch.jit.load``, which runs
-only after every pickle in the archive has been scanned clean.
+only after every pickle in the archive has been scanned clean and its code checked.
+
+``torch.jit.load`` runs code from the archive: the ``__setstate__`` methods of its classes
+(in ``code/``), which TorchScript lets call ops like ``aten::save`` or bound C++ classes that
+open files and sockets. An archive that defines ``__setstate__`` is loaded only when every call
+in its code is to PyTorch's own tensor ops; anything else is MG901 and torch never sees it.
 """
 
 from __future__ import annotations
 
+import ast
 import re
 from typing import Any
 
-from modelgate.graph import ModelGraph, Op, ValueInfo
+from modelgate.graph import ModelGraph, Op, PickleIssue, ValueInfo
 from modelgate.loaders import pickles
 from modelgate.loaders.archive import Archive, scan_archive
 from modelgate.loaders.errors import Unreadable
@@ -27,6 +33,25 @@ _PLUMBING = frozenset(
 )  # fmt: skip
 
 
+MAIN_PICKLES = ("data.pkl", "constants.pkl", "traced_inputs.pkl")
+MAX_CODE = 64 * 1024 * 1024  # TorchScript source, all files together
+
+# What TorchScript code may call in an archive whose __setstate__ runs at load.
+_SAFE_FUNCTIONS = frozenset(
+    {
+        "len", "int", "float", "bool", "str", "complex", "range", "isinstance", "annotate",
+        "unchecked_cast", "uninitialized", "getattr", "hasattr", "min", "max", "abs", "list",
+        "tuple", "dict", "enumerate", "zip", "round", "divmod", "ord", "chr", "hash", "sum",
+        "any", "all", "sorted", "reversed", "print", "pow", "bin", "hex", "oct", "id",
+    }
+)  # fmt: skip
+_SAFE_OP_NAMESPACES = frozenset({"aten", "prim", "quantized", "_quantized", "quantized_decomposed"})
+_UNSAFE_TORCH = frozenset(
+    {"classes", "distributed", "hub", "package", "multiprocessing", "utils", "_C", "ops"}
+)
+_IO_WORDS = re.compile(r"save|load|file|open|write|read|store|rpc|socket|system|exec|spawn|unlink")
+
+
 def is_torchscript(archive: Archive) -> bool:
     return archive.has("data.pkl") and (
         bool(archive.names("code/")) or archive.has("constants.pkl")
@@ -35,36 +60,116 @@ def is_torchscript(archive: Archive) -> bool:
 
 def load(archive: Archive, graph: ModelGraph, policy: pickles.Policy) -> None:
     ts_policy = pickles.Policy(extra=policy.extra, torchscript=True)
-    report = scan_archive(archive, ts_policy)
+    report = scan_archive(archive, ts_policy, main=MAIN_PICKLES)
     graph.pickle_issues.extend(report.issues)
     graph.native_code.extend(report.native)
     graph.format = "torchscript"
     if report.issues:
         graph.notes.append("the archive's pickles were not read: they are unsafe")
         return
-    try:
-        root = pickles.load_inert(archive.read("data.pkl"), ts_policy, class_stubs=True)
-    except Unreadable:
-        raise
-    except Exception as exc:
-        raise Unreadable(f"data.pkl: cannot unpickle ({str(exc)[:120]})") from None
+    root = report.objects.get(archive.prefix + "data.pkl")
+    if root is None:
+        try:
+            root = pickles.load_inert(archive.read("data.pkl"), ts_policy, class_stubs=True)
+        except Unreadable:
+            raise
+        except Exception as exc:
+            raise Unreadable(f"data.pkl: cannot unpickle ({str(exc)[:120]})") from None
     _check_storages(root, archive, graph)
     if isinstance(root, pickles.Stub):
         _read_module(root, graph)
-    graph.inputs = _traced_inputs(archive, ts_policy)
+    graph.inputs = _traced_inputs(archive, report.objects.get(archive.prefix + "traced_inputs.pkl"))
     if graph.inputs:
         graph.input_source = "model"
+    code_issues = load_time_code(archive)
+    if code_issues:
+        graph.pickle_issues.extend(code_issues)
+        graph.notes.append("TorchScript ops were not read: loading the archive would run its code")
+        return
     _read_graph(archive, graph)
 
 
-def _traced_inputs(archive: Archive, policy: pickles.Policy) -> list[ValueInfo]:
-    """``torch.jit.trace`` stores its example inputs' metadata in traced_inputs.pkl."""
-    if not archive.has("traced_inputs.pkl"):
+def load_time_code(archive: Archive) -> list[PickleIssue]:
+    """Calls in the archive's code that could do harm when ``torch.jit.load`` runs
+    ``__setstate__``; empty when no class defines one (then no archive code runs at load)."""
+    sources: dict[str, bytes] = {}
+    total = 0
+    for rel in archive.names("code/"):
+        if rel.endswith(".py"):
+            total += archive.size(rel) or 0
+            if total > MAX_CODE:
+                where = archive.where(archive.prefix + "code/")
+                return [PickleIssue(where, None, "TorchScript code too large to check", "stream")]
+            sources[rel] = archive.read(rel)
+    if not any(b"__setstate__" in text for text in sources.values()):
         return []
-    try:
-        stored = pickles.load_inert(archive.read("traced_inputs.pkl"), policy, class_stubs=True)
-    except Exception:  # missing input shapes are reported where a rule needs them
-        return []
+    issues: list[PickleIssue] = []
+    for rel, text in sources.items():
+        where = archive.where(archive.prefix + rel)
+        try:
+            tree = ast.parse(text.decode("utf-8"))
+        except (SyntaxError, UnicodeDecodeError, ValueError, RecursionError, MemoryError):
+            issues.append(
+                PickleIssue(where, None, "TorchScript code that cannot be parsed", "stream")
+            )
+            continue
+        seen: set[str] = set()
+        for node in ast.walk(tree):
+            if not isinstance(node, ast.Call):
+                continue
+            callee = _dotted(node.func)
+            if callee is None or callee in seen or _safe_call(callee):
+                continue
+            seen.add(callee)
+            issues.append(
+                PickleIssue(
+                    where,
+                    callee,
+                    f"TorchScript code calls {callee}; the archive defines __setstate__, "
+                    "which torch.jit.load runs",
+                    "call",
+                )
+            )
+    return issues
+
+
+def _dotted(func: ast.expr) -> str | None:
+    """ "torch.ops.aten.save" for a call's target; None for a method of a computed value."""
+    parts: list[str] = []
+    while isinstance(func, ast.Attribute):
+        parts.append(func.attr)
+        func = func.value
+    if not isinstance(func, ast.Name):
+        return None
+    parts.append(func.id)
+    return ".".join(reversed(parts))
+
+
+def _safe_call(callee: str) -> bool:
+    parts = callee.split(".")
+    root = parts[0]
+    if len(parts) == 1:
+        return root in _SAFE_FUNCTIONS
+    if root in ("torch", "ops"):
+        ops = parts[1:] if root == "ops" else parts[2:] if parts[1] == "ops" else None
+        if ops is not None:  # torch.ops.<namespace>.<op>
+            return (
+                len(ops) >= 2
+                and ops[0] in _SAFE_OP_NAMESPACES
+                and not _IO_WORDS.search(".".join(ops[1:]))
+            )
+        return parts[1] not in _UNSAFE_TORCH and not _IO_WORDS.search(".".join(parts[1:]))
+    if root in ("__torch__", "math", "CONSTANTS"):
+        return True  # the archive's own classes (checked here too) and math functions
+    # a method on a local value (self.x.f(), tensor.add_()); its receiver came from a call
+    # or attribute this check already covers
+    return not _IO_WORDS.search(parts[-1])
+
+
+def _traced_inputs(archive: Archive, stored: Any) -> list[ValueInfo]:
+    """``torch.jit.trace`` stores its example inputs' metadata in traced_inputs.pkl (read
+    inertly by the scan; None when absent or unreadable: shapes are then reported missing
+    where a rule needs them)."""
     forward = _unwrap(stored)
     if isinstance(forward, dict):
         forward = _unwrap(forward.get("forward"))
@@ -93,7 +198,7 @@ def _read_graph(archive: Archive, graph: ModelGraph) -> None:
             "(weights, training flags and traced input shapes were read without it)"
         )
         return
-    try:
+    try:  # only after the scans above: pickles clean, no code that runs at load
         module = torch.jit.load(graph.path, map_location="cpu")
         g = module.inlined_graph
     except Exception as exc:  # torch's own reader refused the archive

@@ -12,6 +12,8 @@ full report follows in a collapsed log group, and the Action writes the job summ
 
 from __future__ import annotations
 
+import hashlib
+
 from modelgate.finding import Finding, severity_rank
 from modelgate.repo import in_repo
 from modelgate.report import ModelReport, Report
@@ -97,14 +99,17 @@ def render(report: Report, color: bool = False) -> str:
     from modelgate.reporters import text
 
     lines = annotations(report)
-    full = _no_commands(text.render(report)).rstrip("\n").splitlines()
+    full = text.render(report).rstrip("\n").splitlines()
     lines.append(f"::group::{escape_data(GROUP)}")
-    lines.extend(full[:-1])
+    lines.extend(_verbatim(full[:-1]))
     lines.append("::endgroup::")
     lines.append(full[-1])  # the one-line verdict stays visible
     return "\n".join(lines) + "\n"
 
 
-def _no_commands(text: str) -> str:
-    """Keep report text from being read as workflow commands (a line starting with "::")."""
-    return "\n".join(" " + line if line.startswith("::") else line for line in text.splitlines())
+def _verbatim(lines: list[str]) -> list[str]:
+    """Wrap text from the model (module names, messages) in ``stop-commands``, so that no line
+    of it runs as a workflow command; the runner trims leading spaces, so indenting would not
+    do. The token is a hash of the text: the text cannot contain it, and output stays stable."""
+    token = "modelgate-" + hashlib.sha256("\n".join(lines).encode()).hexdigest()[:32]
+    return [f"::stop-commands::{token}", *lines, f"::{token}::"]

@@ -1,7 +1,9 @@
-"""MG003 predictions checked against real conversions, both ways.
+"""Rules that predict what a converter will do, checked against real conversions.
 
-Flagged ops do make coremltools / torch.onnx fail, and models with nothing flagged do
-convert. Each conversion runs in its own process (tests/convert_probe.py), two at a time.
+MG003: flagged ops do make coremltools / torch.onnx fail, and models with nothing flagged do
+convert. MG002: a half-precision TorchScript model it flags fails coremltools; the FP16
+.pt2 it leaves alone converts. MG006: the pooling it flags does expand into one op per window.
+Each conversion runs in its own process (tests/convert_probe.py), two at a time.
 """
 
 from __future__ import annotations
@@ -26,7 +28,14 @@ from modelgate import engine, opsupport
 PROBE = Path(__file__).resolve().parent / "convert_probe.py"
 
 # model, input shape
-MODELS = {"clean": (1, 3, 16, 16), "two_unsupported": (1, 8), "cumprod": (1, 8)}
+MODELS = {
+    "clean": (1, 3, 16, 16),
+    "two_unsupported": (1, 8),
+    "cumprod": (1, 8),
+    "half": (1, 3, 16, 16),
+    "odd_pool": (1, 3, 10, 10),
+    "even_pool": (1, 3, 10, 10),
+}
 # (model, file kind, target): what the real conversion must do, and what MG003 must predict
 CASES = [
     ("clean", "ts", "coreml"),
@@ -39,15 +48,33 @@ CASES = [
     ("two_unsupported", "ts", "onnx"),
     ("cumprod", "pt2", "coreml"),
     ("cumprod", "pt2", "onnx"),
+    ("half", "ts", "coreml"),
+    ("half", "pt2", "coreml"),
+    ("odd_pool", "ts", "coreml"),
+    ("even_pool", "ts", "coreml"),
 ]
 
 
 @pytest.fixture(scope="module")
 def files(tmp_path_factory: pytest.TempPathFactory) -> dict[tuple[str, str], Path]:
-    f = modelfactory.Factory(tmp_path_factory.mktemp("mg003"))
+    import torch
+
+    f = modelfactory.Factory(tmp_path_factory.mktemp("predictions"))
+    built = {
+        "half": modelfactory.build("clean").eval().half(),
+        "odd_pool": modelfactory.build("odd_pool", out=(7, 7)).eval(),
+        "even_pool": modelfactory.build("odd_pool", out=(5, 5)).eval(),
+    }
     out = {}
     for name, shape in MODELS.items():
-        model = modelfactory.build(name).eval()
+        model = built.get(name) or modelfactory.build(name).eval()
+        if name == "half":
+            example = torch.randn(*shape).half()
+            out[(name, "ts")] = f.path("half.ts.pt")
+            torch.jit.trace(model, example).save(str(out[(name, "ts")]))
+            out[(name, "pt2")] = f.path("half.pt2")
+            torch.export.save(torch.export.export(model, (example,)), str(out[(name, "pt2")]))
+            continue
         out[(name, "ts")] = f.torchscript(model, shape=shape, name=f"{name}.ts.pt")
         out[(name, "pt2")] = f.pt2(model, shape=shape, name=f"{name}.pt2")
     return out
@@ -69,9 +96,9 @@ def conversions(files: dict[tuple[str, str], Path]) -> dict[tuple[str, str, str]
         return dict(zip(CASES, pool.map(run, CASES), strict=True))
 
 
-def mg003(path: Path, target: str) -> list:
+def mg003(path: Path, target: str, rule: str = "MG003") -> list:
     report = engine.run([str(path)], cfg.from_dict({"targets": [target]}))
-    return [f for f in report.models[0].findings if f.rule == "MG003"]
+    return [f for f in report.models[0].findings if f.rule == rule]
 
 
 def predicted(path: Path, target: str) -> list[str]:
@@ -85,8 +112,11 @@ def _names(finding) -> set[str]:
     return {n.replace("::", ".") for n in names} | {n.split("::")[-1] for n in names}
 
 
+MG003_CASES = [c for c in CASES if c[0] in ("clean", "two_unsupported", "cumprod")]
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("case", CASES, ids=["-".join(c) for c in CASES])
+@pytest.mark.parametrize("case", MG003_CASES, ids=["-".join(c) for c in MG003_CASES])
 def test_prediction_matches_the_converter(files, conversions, case) -> None:
     name, kind, target = case
     outcome = conversions[case]
@@ -114,6 +144,30 @@ def test_every_missing_op_at_once(files, conversions) -> None:
         "aten::erfinv",
         "aten::kthvalue",
     ]
+
+
+@pytest.mark.slow
+def test_mg002_half_torchscript_fails_and_half_export_converts(files, conversions) -> None:
+    flagged_ts = mg003(files[("half", "ts")], "coreml", "MG002")
+    assert [f.location.module for f in flagged_ts] == ["bn"]
+    outcome = conversions[("half", "ts", "coreml")]
+    assert not outcome["ok"] and "fp16" in outcome["error"]
+    assert mg003(files[("half", "pt2")], "coreml", "MG002") == []
+    assert conversions[("half", "pt2", "coreml")]["ok"]
+    assert conversions[("clean", "ts", "coreml")]["ok"]  # the same model in FP32 converts
+
+
+@pytest.mark.slow
+def test_mg006_flagged_pool_expands_per_window(files, conversions) -> None:
+    (finding,) = mg003(files[("odd_pool", "ts")], "coreml", "MG006")
+    assert "49 windows" in finding.message
+    assert mg003(files[("even_pool", "ts")], "coreml", "MG006") == []
+    odd, even = (
+        conversions[("odd_pool", "ts", "coreml")],
+        conversions[("even_pool", "ts", "coreml")],
+    )
+    assert odd["ok"] and even["ok"]
+    assert odd["ops"] - even["ops"] >= 49, (odd["ops"], even["ops"])
 
 
 def test_the_shipped_snapshot_matches_the_installed_coremltools() -> None:
