@@ -194,32 +194,39 @@ def attach_baselines(
     report: Report, bases: dict[str, str], ref: str, label: str, config: Any, root: str
 ) -> None:
     """Check each model's version at ``ref`` with the same config and store the comparison in
-    the model's ``metrics["baseline"]`` (unless the engine already put one there)."""
+    the model's ``metrics["baseline"]`` (unless the engine already put one there).
+
+    The base versions are exported to a temporary folder and checked together, as the engine
+    checks any models (in worker processes, with the time limit); then renamed to the model's
+    path, so that the config's per-file ignores apply to them as to the new version."""
     from modelgate import engine, repo
 
-    with tempfile.TemporaryDirectory(
-        prefix="modelgate-base-", dir=os.environ.get("RUNNER_TEMP")
-    ) as tmp:
-        for model in report.models:
-            base_path = bases.get(model.path)
-            if base_path is None or "baseline" in model.metrics:
-                continue
-            dest = os.path.join(tmp, *base_path.split("/"))
+    todo = [m for m in report.models if m.path in bases and "baseline" not in m.metrics]
+    if not todo:
+        return
+    temp = os.environ.get("RUNNER_TEMP")
+    with tempfile.TemporaryDirectory(prefix="modelgate-base-", dir=temp) as tmp:
+        exported: dict[str, ModelReport] = {}
+        for i, model in enumerate(todo):
+            dest = os.path.join(tmp, str(i), *bases[model.path].split("/"))
             try:
-                repo.export_file(ref, base_path, dest, cwd=root)
+                repo.export_file(ref, bases[model.path], dest, cwd=root)
             except repo.GitError as exc:
                 model.notes.append(f"no baseline: {exc}")
                 continue
-            old = repo.relocate_model(engine.check_file(dest, config), model.path)
-            engine.finish(Report([old]), config)  # the same per-file ignores as the new one
-            os.remove(dest)
-            if old.format == "lfs-pointer":
-                model.notes.append(
-                    f"no baseline: {base_path} at {label} is a git-lfs pointer; install git-lfs "
-                    "and check out with lfs: true (the base version is fetched on demand)"
-                )
-                continue
-            model.metrics["baseline"] = compare(model, old, label, base_path)
+            exported[dest] = model
+        checked = engine.run(list(exported), config).models if exported else []
+    for old, model in zip(checked, exported.values(), strict=True):
+        base_path = bases[model.path]
+        if old.format == "lfs-pointer":
+            model.notes.append(
+                f"no baseline: {base_path} at {label} is a git-lfs pointer; install git-lfs "
+                "and check out with lfs: true (the base version is fetched on demand)"
+            )
+            continue
+        old = repo.relocate_model(old, model.path)
+        engine.finish(Report([old]), config)  # the same per-file ignores as the new version
+        model.metrics["baseline"] = compare(model, old, label, base_path)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -335,6 +342,7 @@ def run(args: argparse.Namespace) -> int:
         raise ActionError(str(exc)) from None
     if args.fail_level:
         config = replace(config, fail_on=args.fail_level)
+    shard = parse_shard(args.shard) if args.shard else None
 
     patterns = split_paths(args.paths) or ["."]
     selected, unmatched = select(patterns, root)
@@ -367,8 +375,8 @@ def run(args: argparse.Namespace) -> int:
             )
     elif not selected:
         raise ActionError(f"paths matched no model files: {', '.join(patterns)}")
-    if args.shard:
-        index, count = parse_shard(args.shard)
+    if shard is not None:
+        index, count = shard
         share = sorted(selected)[index - 1 :: count]
         notes.append(f"shard {index}/{count}: {len(share)} of {len(selected)} model files")
         selected = share

@@ -51,6 +51,26 @@ def _parser() -> argparse.ArgumentParser:
         help="converter the model must pass (repeatable; default from config)",
     )
     check.add_argument(
+        "--convert",
+        action="append",
+        choices=["coreml", "onnx"],
+        help="convert the model (each in a child process with a time limit) and measure it; "
+        "repeatable (default: convert: in the config)",
+    )
+    check.add_argument(
+        "--compress",
+        action="append",
+        metavar="PRESET",
+        help="data-free Core ML compression: palettize-8, palettize-6, palettize-4, int8, int4; "
+        "repeatable, the first is judged by the budget (default: compress: in the config)",
+    )
+    check.add_argument(
+        "--baseline",
+        metavar="OLD",
+        help="an older version of the model (a folder laid out like the paths, for several): "
+        "report the differences and the new findings; the budget may limit growth",
+    )
+    check.add_argument(
         "--input-shape",
         action="append",
         default=[],
@@ -65,6 +85,14 @@ def _parser() -> argparse.ArgumentParser:
         help="lowest severity that fails the gate (default: error)",
     )
     check.add_argument("--color", choices=["auto", "always", "never"], default="auto")
+    check.add_argument(
+        "-j", "--jobs", type=_positive(int), metavar="N",
+        help="models checked in parallel, each in its own worker process (default: CPU count)",
+    )  # fmt: skip
+    check.add_argument(
+        "--timeout", type=_positive(float), metavar="SECONDS",
+        help="time limit per model; a model over it is MG902 (default: config, else 300)",
+    )  # fmt: skip
 
     sub.add_parser("rules", help="list the rules")
     rule = sub.add_parser("rule", help="print a rule's documentation")
@@ -128,6 +156,48 @@ def _under_actions() -> bool:
     return os.environ.get("GITHUB_ACTIONS") == "true"
 
 
+def _positive(kind: type) -> object:
+    def parse(text: str) -> object:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        if value <= 0:
+            raise argparse.ArgumentTypeError(f"must be more than 0, got {text}")
+        return value
+
+    return parse
+
+
+def _checks(settings: object, args: argparse.Namespace) -> object:
+    """The config's check settings with --convert / --compress applied; refuses presets it
+    does not know and converters whose packages are missing (exit 2, before any work)."""
+    import importlib.util
+    from dataclasses import replace
+
+    from modelgate.checks.settings import PRESETS, CheckSettings
+    from modelgate.config import ConfigError
+
+    assert isinstance(settings, CheckSettings)
+    for preset in args.compress or ():
+        if preset not in PRESETS:
+            raise ConfigError(f"--compress {preset}: unknown preset (known: {', '.join(PRESETS)})")
+    if args.convert:
+        settings = replace(settings, convert=tuple(dict.fromkeys(args.convert)))
+    if args.compress:
+        settings = replace(settings, compress=tuple(dict.fromkeys(args.compress)))
+    needs = {"coreml": ("torch", "coremltools"), "onnx": ("torch", "onnx", "onnxruntime")}
+    extra = {"coreml": "coreml", "onnx": "onnx"}
+    for converter in settings.converters:
+        for package in needs[converter]:
+            if importlib.util.find_spec(package) is None:
+                raise ConfigError(
+                    f"converting to {converter} needs {package}: "
+                    f"pip install 'modelgate[{extra[converter]}]'"
+                )
+    return settings
+
+
 def _split(text: str | None) -> list[str]:
     return [part.strip() for part in (text or "").split(",") if part.strip()]
 
@@ -157,6 +227,7 @@ def _check(args: argparse.Namespace) -> int:
             rules=rules,
             targets=tuple(args.target) if args.target else config.targets,
             fail_on=args.fail_on or config.fail_on,
+            checks=_checks(config.checks, args),
         )
     except cfg.ConfigError as exc:
         print(f"modelgate: {exc}", file=sys.stderr)
@@ -174,7 +245,21 @@ def _check(args: argparse.Namespace) -> int:
         print("modelgate: no model files found", file=sys.stderr)
         return EXIT_USAGE
 
-    report = engine.run(paths, config, cli_inputs)
+    baselines: dict[str, str] = {}
+    missing_baselines: dict[str, str] = {}
+    if args.baseline:
+        from modelgate.baseline import BaselineError, pair
+
+        try:
+            baselines, missing_baselines = pair(args.paths, paths, args.baseline)
+        except BaselineError as exc:
+            print(f"modelgate: {exc}", file=sys.stderr)
+            return EXIT_USAGE
+    report = engine.run(paths, config, cli_inputs, jobs=args.jobs, timeout=args.timeout,
+                        baselines=baselines)  # fmt: skip
+    for model, path in zip(report.models, paths, strict=True):
+        if path in missing_baselines:
+            model.notes.append(missing_baselines[path])
     color = args.color == "always" or (
         args.color == "auto" and args.output is None and sys.stdout.isatty()
         and "NO_COLOR" not in os.environ

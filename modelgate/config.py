@@ -16,6 +16,10 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from modelgate import budget as budget_limits
+from modelgate.budget import Limit
+from modelgate.checks import settings as check_settings
+from modelgate.checks.settings import CheckSettings
 from modelgate.finding import SEVERITIES
 
 CONFIG_NAMES = ("modelgate.yaml", "modelgate.yml", ".modelgate.yaml", ".modelgate.yml")
@@ -55,6 +59,9 @@ class Config:
     ignore: dict[str, tuple[str, ...]] = field(default_factory=dict)  # glob -> rule ids
     pickle_allow: tuple[str, ...] = ()
     fail_on: str = "error"
+    timeout: float = 300.0  # seconds one model's check may take before it is MG902
+    checks: CheckSettings = field(default_factory=CheckSettings)  # convert, compress, measure
+    budget: dict[str, Limit] = field(default_factory=dict)  # metric -> limit
     raw: dict[str, Any] = field(default_factory=dict)
 
     def setting(self, rule_id: str) -> RuleSetting:
@@ -165,6 +172,14 @@ def build_schema() -> dict[str, Any]:
                 "description": "lowest severity that fails the gate",
                 "enum": list(SEVERITIES),
             },
+            "timeout": {
+                "description": "seconds one model's check may take (default 300); a model "
+                "that takes longer is reported unreadable (MG902)",
+                "type": "number",
+                "exclusiveMinimum": 0,
+            },
+            **check_settings.schema(),
+            **budget_limits.schema(),
         },
     }
     return schema
@@ -280,6 +295,9 @@ def from_dict(doc: dict[str, Any], source: str = "config") -> Config:
         ignore=ignore,
         pickle_allow=tuple((doc.get("pickle") or {}).get("allow", ())),
         fail_on=doc.get("fail_on", "error"),
+        timeout=float(doc.get("timeout", 300.0)),
+        checks=check_settings.parse(doc),
+        budget=budget_limits.parse(doc.get("budget")),
         raw=doc,
     )
 

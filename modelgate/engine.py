@@ -8,6 +8,7 @@ decides whether the model passed.
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 
@@ -79,14 +80,19 @@ class _Outcome:
     notes: list[str] = field(default_factory=list)
 
 
-def run_rules(graph: ModelGraph, config: Config, display: str) -> _Outcome:
+def run_rules(
+    graph: ModelGraph, config: Config, display: str, needs: str | None = None
+) -> _Outcome:
+    """Every enabled rule over ``graph`` (only those with NEEDS == ``needs`` when given)."""
     from modelgate.rules import REGISTRY
 
     outcome = _Outcome()
     for module in REGISTRY:
         setting = config.setting(module.ID)
-        if not setting.enabled:
+        if not setting.enabled or (needs is not None and needs != module.NEEDS):
             continue
+        if module.NEEDS == "budget" and not graph.metadata.get("budget"):
+            continue  # judged by modelgate.budget once every model was checked
         if module.NEEDS != "file" and graph.unreadable is not None:
             continue
         if module.NEEDS == "graph" and not graph.has_graph:
@@ -179,6 +185,7 @@ def static_metrics(graph: ModelGraph) -> dict:
 
 def check_file(path: str, config: Config, cli_inputs: tuple[InputSpec, ...] = ()) -> ModelReport:
     """Everything modelgate does to one file, as a :class:`ModelReport`."""
+    started = time.monotonic()
     display = display_path(path)
     policy = loaders.Policy(extra=config.pickle_allow)
     graph = loaders.load(path, policy)
@@ -189,8 +196,22 @@ def check_file(path: str, config: Config, cli_inputs: tuple[InputSpec, ...] = ()
     if graph.infer_shapes is not None:
         graph.infer_shapes()
         graph.infer_shapes = None  # drops the loaded module
+    from modelgate.checks import pipeline
+
+    if pipeline.wanted(config):  # conversion, compression, measurements: child processes
+        pipeline.run(graph, config, display, started)
+    return graph_report(graph, config, display)
+
+
+def graph_report(graph: ModelGraph, config: Config, display: str) -> ModelReport:
+    """Run the rules over a loaded graph (also one that could not be read: MG902)."""
     outcome = run_rules(graph, config, display)
-    report = ModelReport(display, graph.format, outcome.findings, static_metrics(graph),
+    metrics = static_metrics(graph)
+    if "checks" in graph.metadata:
+        from modelgate.checks import pipeline
+
+        metrics.update(pipeline.summarize(graph.metadata["checks"], metrics))
+    report = ModelReport(display, graph.format, outcome.findings, metrics,
                          outcome.skipped, [*graph.notes, *outcome.notes])  # fmt: skip
     return report
 
@@ -222,8 +243,33 @@ def finish(report: Report, config: Config) -> Report:
     return report
 
 
-def run(paths: list[str], config: Config, cli_inputs: tuple[InputSpec, ...] = ()) -> Report:
-    report = Report()
-    for path in paths:
-        report.models.append(check_file(path, config, cli_inputs))
-    return finish(report, config)
+def run(
+    paths: list[str],
+    config: Config,
+    cli_inputs: tuple[InputSpec, ...] = (),
+    jobs: int | None = None,
+    timeout: float | None = None,
+    baselines: dict[str, str] | None = None,
+) -> Report:
+    """Check every path, each in a worker process (``jobs`` at a time, default the CPU count;
+    ``timeout`` seconds per model, default the config's), reported in the order given.
+    ``baselines`` maps a path to an older version, checked alongside for deltas; then the
+    budget judges every model."""
+    from modelgate import baseline, budget, parallel
+
+    limit = config.timeout if timeout is None else timeout
+    config = replace(config, timeout=limit)  # the checks keep their steps inside it
+    olds = [b for b in dict.fromkeys((baselines or {}).values()) if b not in paths]
+    checked = parallel.check_all(paths + olds, config, cli_inputs, jobs, limit)
+    by_path = dict(zip(paths + olds, checked, strict=True))
+    report = Report(checked[: len(paths)])
+    pairs = {
+        i: (by_path[baselines[p]], display_path(baselines[p]))
+        for i, p in enumerate(paths)
+        if baselines and p in baselines
+    }
+    twins = baseline.compare_reports(report, pairs, config)
+    budget.apply(report, config)
+    finish(report, config)
+    baseline.finish_findings(report, twins)
+    return report

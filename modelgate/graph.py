@@ -8,8 +8,8 @@ takes to read its header.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 from modelgate.finding import SourceLocation

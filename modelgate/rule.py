@@ -5,7 +5,7 @@ A rule is a plain module in ``rules/``::
     ID = "MG001"                  # stable id
     NAME = "oversized-linear"     # kebab-case, reads as "allow oversized-linear"
     SEVERITY = "error"            # default; the config may change it
-    NEEDS = "weights"             # weights | graph | shapes | checks
+    NEEDS = "weights"             # weights | graph | shapes | checks | budget | file
     OPTIONS = {"min_share": Option(float, 0.5, "...")}
     def check(graph, options): ...  # yields Problem, Skip or Note; never prints or loads files
 
@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 DOC_SECTIONS = ("What it does", "Why is this bad?", "Example", "Use instead", "Options")
-NEEDS = ("weights", "graph", "shapes", "checks", "file")
+NEEDS = ("weights", "graph", "shapes", "checks", "budget", "file")
 
 
 @dataclass(frozen=True)

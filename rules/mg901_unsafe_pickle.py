@@ -4,7 +4,8 @@
 Scans every pickle in the file before anything is unpickled (every archive member that is a
 pickle, nested archives, the legacy `torch.save` layout) and flags each global outside the
 allow-list of what tensors and plain containers need, naming it and the member. A pickle
-whose opcode stream cannot be followed is flagged too: fail closed.
+whose opcode stream cannot be followed is flagged too: fail closed. So is TorchScript code
+that `torch.jit.load` would run (a `__setstate__`) calling anything but PyTorch's tensor ops.
 
 ## Why is this bad?
 Pickle is a program. `torch.load` of a file from a pull request can run `os.system`,

@@ -4,7 +4,9 @@
 Reports a file modelgate cannot read, with a one-line reason: empty, truncated, random
 bytes, a git-lfs pointer instead of the model, a zip bomb or absurd sizes, a safetensors
 header whose offsets do not match its data, ONNX external data outside the model's folder,
-or a file that is no model at all.
+a zip that PyTorch and Python would read as two different archives, or a file that is no
+model at all. A model whose check crashed a reader or ran past the time limit (`timeout:`)
+is reported here too.
 
 ## Why is this bad?
 What modelgate cannot read, a converter or `torch.load` cannot either, usually with a far

@@ -9,6 +9,7 @@ checks the working tree as it is.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -22,7 +23,31 @@ ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ("pyproject.toml", "README.md", ".pre-commit-hooks.yaml", "modelgate/", "rules/")
 PRE_COMMIT = [sys.executable, "-m", "pre_commit"]
 
-pytestmark = pytest.mark.slow
+
+def test_every_hook_is_in_the_readme_and_matches_model_files() -> None:
+    import yaml
+
+    hooks = yaml.safe_load((ROOT / ".pre-commit-hooks.yaml").read_text())
+    readme = (ROOT / "README.md").read_text()
+    assert [h["id"] for h in hooks] == ["modelgate", "modelgate-budget"]
+    for hook in hooks:
+        assert f"id: {hook['id']}" in readme
+        assert hook["language"] == "python" and hook["entry"].startswith("modelgate check")
+        files = re.compile(hook["files"])
+        for name in (
+            "m.pt",
+            "a/b/M.PT2",
+            "x.onnx",
+            "w.safetensors",
+            "c.ckpt",
+            "s.torchscript",
+            "hf/pytorch_model-00001-of-00002.bin",
+            "m.pth",
+            "m.ptl",
+        ):
+            assert files.search(name), name
+        for name in ("notes.txt", "firmware.bin", "pt2.py", "model.pt.md"):
+            assert not files.search(name), name
 
 
 @pytest.fixture(scope="module")
@@ -91,6 +116,7 @@ def try_repo(hook_repo: Path, user_repo: Path, home: Path, *files: str) -> subpr
     )
 
 
+@pytest.mark.slow
 def test_hook_passes_good_models_and_fails_a_bad_one(
     hook_repo: Path, user_repo: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> None:

@@ -87,6 +87,40 @@ class CumProd(nn.Module):
         return torch.cumprod(x, dim=1)
 
 
+class Compressible(nn.Module):
+    """Weights big enough for Core ML compression (over 2048 elements), two of which the
+    4-bit presets skip: the stem's 3 input channels (int4 blocks of 32) and the head's 100
+    outputs (palettize-4 groups of 16)."""
+
+    def __init__(self, head: int = 100) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 32, 5, padding=2)  # 2400 weights, 3 input channels
+        self.bn = nn.BatchNorm2d(32)
+        self.conv = nn.Conv2d(32, 64, 3, padding=1)  # 18432 weights
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(64, head)  # 6400 weights, 100 outputs
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.relu(self.bn(self.stem(x)))
+        x = torch.relu(self.conv(x))
+        return self.fc(torch.flatten(self.pool(x), 1))
+
+
+class Constant(nn.Module):
+    """Answers every input with the same vector: a bias of -1000 keeps the ReLU shut, so the
+    output is the head's bias, and a relative error of it would mean nothing."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 64, 3, padding=1)
+        self.fc = nn.Linear(64, 64)  # 4096 weights: compressed
+        with torch.no_grad():
+            self.conv.bias.fill_(-1000.0)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(torch.relu(self.conv(x)).mean(dim=(2, 3)))
+
+
 MODELS = {
     "clean": Clean,
     "flatten_head": FlattenHead,
@@ -95,4 +129,6 @@ MODELS = {
     "data_dependent": DataDependent,
     "two_unsupported": TwoUnsupported,
     "cumprod": CumProd,
+    "compressible": Compressible,
+    "constant": Constant,
 }

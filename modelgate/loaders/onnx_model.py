@@ -92,6 +92,19 @@ def load(path: str, graph: ModelGraph) -> None:
         ) from None
     if not model.HasField("graph") or model.ir_version <= 0:
         raise Unreadable("protobuf without an ONNX graph: not an ONNX model")
+    try:
+        _read_model(model, graph, os.path.dirname(os.path.abspath(path)))
+    except (TypeError, AttributeError, ValueError, KeyError, UnicodeError) as exc:
+        # protobuf hands back bytes for text that is not UTF-8, and the like
+        raise Unreadable(
+            f"ONNX model with malformed fields ({type(exc).__name__}: {str(exc)[:100]})"
+        ) from None
+
+
+def _read_model(model: Any, graph: ModelGraph, folder: str) -> None:
+    import onnx
+
+    _require_text(model)
     graph.format = "onnx"
     graph.has_graph = True
     graph.metadata.update(
@@ -102,7 +115,6 @@ def load(path: str, graph: ModelGraph) -> None:
         }
     )
     g = model.graph
-    folder = os.path.dirname(os.path.abspath(path))
     initializers: dict[str, TensorInfo] = {}
     for tensor in g.initializer:
         dims = tuple(int(d) for d in tensor.dims)
@@ -126,6 +138,24 @@ def load(path: str, graph: ModelGraph) -> None:
         graph.input_source = "model"
     for index, node in enumerate(g.node):
         _add_node(graph, node, index, initializers)
+
+
+def _require_text(model: Any) -> None:
+    """Names must be text. Depending on protobuf's backend, a string field that is not UTF-8
+    fails to parse or comes back as bytes; the second must not reach the rules."""
+    g = model.graph
+    names: list[Any] = [model.producer_name, model.producer_version]
+    names += [o.domain for o in model.opset_import]
+    names += [t.name for t in g.initializer]
+    names += [v.name for v in (*g.input, *g.output, *g.value_info)]
+    for node in g.node:
+        names += [node.name, node.op_type, node.domain, *node.input, *node.output]
+        names += [a.name for a in node.attribute]
+        names += [p.key for p in node.metadata_props] + [p.value for p in node.metadata_props]
+    for tensor in g.initializer:
+        names += [e.key for e in tensor.external_data] + [e.value for e in tensor.external_data]
+    if not all(type(n) is str for n in names):
+        raise Unreadable("ONNX model with names that are not UTF-8 text")
 
 
 def _check_external(tensor: Any, info: TensorInfo, folder: str) -> str:

@@ -212,6 +212,11 @@ _EXT_OPS = frozenset({"EXT1", "EXT2", "EXT4"})
 _MAX_GLOBALS = 100_000
 MAX_OPCODES = 50_000_000  # a 256 MB pickle of tensors has far fewer
 _MEMO_SLACK = 1024  # memo indices beyond (opcodes so far + this) are a memory bomb
+# Integers below 2**61 - 1 hash to themselves; above, distinct ones can share a hash, and a
+# dict keyed by thousands of them takes minutes to build. Checkpoints hold almost none.
+_HASH_MODULUS = 2**61 - 1
+_MAX_BIG_INTS = 10_000
+_INT_OPS = frozenset({"INT", "BININT", "BININT1", "BININT2", "LONG", "LONG1", "LONG4"})
 # How a global is used, most dangerous first; a report names the first one not allowed.
 USAGES = ("call", "build", "ref", "class")
 
@@ -303,6 +308,7 @@ def scan(
     dotted: set[str] = set()
     proto = 0
     count = 0
+    big_ints = 0
     try:
         for opcode, arg, pos in pickletools.genops(stream):
             count += 1
@@ -311,6 +317,12 @@ def scan(
             name = opcode.name
             if name in _STRING_OPS:
                 stack.append(arg)
+            elif name in _INT_OPS:
+                if type(arg) is int and abs(arg) >= _HASH_MODULUS:
+                    big_ints += 1
+                    if big_ints > _MAX_BIG_INTS:
+                        raise _Unfollowable(f"more than {_MAX_BIG_INTS:,} integers over 2**61")
+                stack.append(_ANY)
             elif name == "PROTO":
                 proto = int(arg)
             elif name in ("GLOBAL", "INST"):
@@ -488,6 +500,9 @@ def _generic(
     # containers that are appended to / set on stay on the stack (they are in stack_after)
 
 
+_LEGACY_PARTS = ("magic number", "protocol", "sys info", "object", "storage keys")
+
+
 def scan_sequence(
     data: bytes | memoryview | BinaryIO, label: str, policy: Policy
 ) -> tuple[list[int], list[int], list[PickleIssue], bool]:
@@ -512,7 +527,8 @@ def scan_sequence(
         count = 5 if type(magic) is int and magic == LEGACY_MAGIC else 1
     starts, ends, issues = [0], [first.end], list(first.issues)
     for index in range(1, count):
-        result = scan(stream, f"{label} pickle {index + 1}", policy, ends[-1])
+        part = f"legacy pickle {index + 1} of 5 ({_LEGACY_PARTS[index]})"
+        result = scan(stream, f"{label} {part}" if label != "pickle" else part, policy, ends[-1])
         if result.truncated:
             return starts, ends, issues + _found(result), True
         issues.extend(result.issues)

@@ -136,7 +136,10 @@ def _read_program(doc: dict[str, Any], graph: ModelGraph) -> None:
     gm = doc["graph_module"]
     g = gm["graph"]
     verifiers = doc.get("verifiers") or ([doc["dialect"]] if doc.get("dialect") else [])
-    graph.metadata["dialect"] = verifiers[0] if verifiers else "ATEN"
+    dialect = verifiers[0] if isinstance(verifiers, list) and verifiers else "ATEN"
+    if not isinstance(dialect, str):
+        raise ValueError(f"dialect {pickles.brief(dialect)} is not a name")
+    graph.metadata["dialect"] = dialect
     graph.metadata["torch_version"] = doc.get("torch_version")
     graph.metadata["schema_version"] = doc.get("schema_version")
     graph.has_graph = True
@@ -145,7 +148,11 @@ def _read_program(doc: dict[str, Any], graph: ModelGraph) -> None:
         shape, dtype = _meta(tv)
         graph.values[vname] = ValueInfo(vname, shape, dtype)
     for sym, rng in (doc.get("range_constraints") or {}).items():
-        graph.symbols[sym] = {"min": rng.get("min_val"), "max": rng.get("max_val")}
+        low, high = rng.get("min_val"), rng.get("max_val")
+        graph.symbols[str(sym)] = {  # ints, or None for unknown / unbounded
+            "min": low if type(low) is int else None,
+            "max": high if type(high) is int else None,
+        }
 
     sig = gm.get("signature", {})
     arg_names = _forward_arg_names(gm)

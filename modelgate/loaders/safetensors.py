@@ -50,7 +50,7 @@ def sniff(head: bytes, file_size: int) -> bool:
     if len(head) < 10 or file_size < 10:
         return False
     n = int.from_bytes(head[:8], "little")
-    return 2 <= n <= min(MAX_HEADER, file_size - 8) and head[8:9] == b"{"
+    return 2 <= n <= MAX_HEADER and head[8:9] == b"{"  # a header past the end: truncated
 
 
 def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:

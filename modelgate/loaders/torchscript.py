@@ -86,6 +86,7 @@ def load(archive: Archive, graph: ModelGraph, policy: pickles.Policy) -> None:
         graph.pickle_issues.extend(code_issues)
         graph.notes.append("TorchScript ops were not read: loading the archive would run its code")
         return
+    _check_debug_info(archive, ts_policy)
     _read_graph(archive, graph)
 
 
@@ -131,6 +132,61 @@ def load_time_code(archive: Archive) -> list[PickleIssue]:
                 )
             )
     return issues
+
+
+def _check_debug_info(archive: Archive, policy: pickles.Policy) -> None:
+    """Source ranges in ``code/*.debug_pkl`` must point into their own text: torch indexes
+    them unchecked (an index past the string table segfaults ``torch.jit.load``'s reader)."""
+    for rel in archive.names("code/"):
+        if not rel.endswith(".debug_pkl"):
+            continue
+        where = archive.where(archive.prefix + rel)
+        try:
+            debug = pickles.load_inert(archive.read(rel), policy, class_stubs=True)
+            problem = _debug_problem(debug)
+        except Unreadable:
+            raise
+        except Exception as exc:
+            problem = f"{type(exc).__name__}: {str(exc)[:80]}"
+        if problem:
+            raise Unreadable(f"TorchScript debug info {rel} is malformed ({problem})", where)
+
+
+def _debug_problem(debug: Any) -> str | None:
+    table: tuple[str, ...] | None = None
+    entries = debug
+    if isinstance(debug, tuple) and len(debug) == 3 and debug[0] == "FORMAT_WITH_STRING_TABLE":
+        table, entries = debug[1], debug[2]
+        if not isinstance(table, tuple) or not all(isinstance(s, str) for s in table):
+            return "string table"
+    if not isinstance(entries, tuple):
+        return "no list of source ranges"
+    for entry in entries:
+        if not isinstance(entry, tuple) or len(entry) not in (2, 3) or not _count(entry[0]):
+            return "source range entry"
+        span = entry[1]
+        if not (isinstance(span, tuple) and len(span) == 3 and isinstance(span[0], tuple)):
+            return "source range"
+        source, start, end = span
+        if len(source) != 3:
+            return "source"
+        text, filename, _line = source
+        if table is not None:
+            if isinstance(text, pickles._Record) and text.args:
+                text = text.args[0]  # torch.jit._pickle.build_intlist([...])
+            if not isinstance(text, list) or not all(
+                _count(i) and i < len(table) for i in [*text, filename]
+            ):
+                return "string table index out of range"
+        elif not isinstance(text, str):
+            return "source text"
+        if not (_count(start) and _count(end)):
+            return f"range {pickles.brief(start)}..{pickles.brief(end)}"
+    return None
+
+
+def _count(value: Any) -> bool:
+    return type(value) is int and value >= 0
 
 
 def _dotted(func: ast.expr) -> str | None:
@@ -204,9 +260,14 @@ def _read_graph(archive: Archive, graph: ModelGraph) -> None:
     except Exception as exc:  # torch's own reader refused the archive
         raise Unreadable(f"torch.jit.load failed: {str(exc).splitlines()[0][:160]}") from None
     graph.has_graph = True
-    for index, node in enumerate(_walk(g)):
-        if node.kind() not in _PLUMBING:
-            graph.ops.append(_op(node, index))
+    try:  # source ranges come from code/*.debug_pkl, which torch reads only now
+        for index, node in enumerate(_walk(g)):
+            if node.kind() not in _PLUMBING:
+                graph.ops.append(_op(node, index))
+    except Exception as exc:
+        raise Unreadable(
+            f"TorchScript archive is damaged: {str(exc).splitlines()[0][:160]}"
+        ) from None
     graph.infer_shapes = lambda: _infer_shapes(module, g, graph)
 
 
@@ -252,7 +313,8 @@ def _infer_shapes(module: Any, g: Any, graph: ModelGraph) -> None:
                 elif kind in ("prim::ListUnpack", "prim::TupleUnpack"):
                     for out, item in zip(node.outputs(), values[node.input()], strict=True):
                         values[out] = item
-                elif kind.startswith("aten::"):
+                elif kind.startswith("aten::") and not _IO_WORDS.search(kind):
+                    # (aten::save and aten::from_file would write files: never run those)
                     op = torch._C._jit_get_operation(kind)
                     fn = op[0] if isinstance(op, tuple) else op
                     result = fn(*(meta(values[i]) for i in node.inputs()))

@@ -27,7 +27,7 @@ MAX_FINDINGS = 50  # rows per model
 MAX_MODELS_TABLE = 500  # rows in the overview table
 PIE_SLICES = 6
 
-# metric key -> (label, unit); the order is the table's
+# metric key -> row label, in the table's order; other budgeted metrics follow by key
 METRICS: dict[str, str] = {
     "size_mb": "size (MB)",
     "parameters": "parameters",
@@ -36,7 +36,6 @@ METRICS: dict[str, str] = {
     "drift": "drift",
 }
 MARK = {True: "✅", False: "❌"}
-SEVERITY_LABEL = {"error": "error", "warning": "warning", "info": "info"}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -221,7 +220,7 @@ def _finding_row(finding: Finding, new: set[str] | None) -> str:
     message = text(finding.message)
     if finding.fix:
         message += f"<br>fix: {text(finding.fix)}"
-    severity = SEVERITY_LABEL[finding.severity]
+    severity = finding.severity
     if new is not None and (finding.identity in new or f"{finding.rule}\0{finding.message}" in new):
         severity += " (new)"
     return (

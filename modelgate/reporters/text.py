@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import re
+
 from modelgate.report import ModelReport, Report
 from modelgate.rule import human_count
 
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
 _COLORS = {"error": "31", "warning": "33", "info": "36", "pass": "32", "dim": "2", "bold": "1"}
 
 
@@ -25,10 +28,84 @@ def _header(model: ModelReport, color: bool) -> str:
     return f"{status}  {_paint(model.path, 'bold', color)}  ({', '.join(bits)})"
 
 
+# figures of the metrics table, in order; budgeted ones always show
+_TABLE = ("size_mb", "parameters", "macs", "peak_activation_mb", "latency_ms", "drift")
+_OF = {"size_mb": "size_from"}
+
+
+def _figure(key: str, value: object) -> str:
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return "-"
+    if key in ("parameters", "macs"):
+        return human_count(value)
+    return f"{value:.3g}" if abs(value) < 1000 else f"{value:,.0f}"
+
+
+def _metrics_table(model: ModelReport, color: bool) -> list[str]:
+    """Figures against their limits and the baseline, when the checks or the budget ran
+    (``size_from`` says what size_mb measured); a plain lint keeps its short output."""
+    m = model.metrics
+    if "size_from" not in m:
+        return []
+    budget = m.get("budget") if isinstance(m.get("budget"), dict) else {}
+    base = m.get("baseline") if isinstance(m.get("baseline"), dict) else {}
+    keys = [k for k in _TABLE if k in m or k in budget] + [k for k in budget if k not in _TABLE]
+    rows = [("metric", "value", "of", "budget", "vs baseline")]
+    for key in keys:
+        what = str(m.get(_OF.get(key, ""), "") or "")
+        if key == "latency_ms" and isinstance(m.get("latency"), dict):
+            lat = m["latency"]
+            what = f"{lat.get('runtime')}, {lat.get('threads')} thread(s), p90 {lat.get('p90_ms')}"
+        elif key == "drift" and isinstance(m.get("drift_detail"), dict):
+            what = str(m["drift_detail"].get("of", ""))
+        value = _figure(key, m.get(key))
+        if m.get(key) is None and key in (m.get("not_measured") or {}):
+            value, what = "-", m["not_measured"][key].split(": ", 1)[0]  # the finding says why
+        entry = budget.get(key) or {}
+        if not isinstance(entry, dict):  # a bare limit, as other producers may write it
+            entry = {"limit": entry}
+        verdict = ""
+        if entry:
+            limit = entry.get("limit")
+            text = f"<= {_figure(key, limit)}" if limit is not None else "growth"
+            if entry.get("passed") is True:
+                verdict = _paint(f"{text} ok", "pass", color)
+            elif entry.get("passed") is False:
+                over = entry.get("difference")
+                positive = isinstance(over, (int, float)) and over > 0
+                more = f" (+{_figure(key, over)})" if positive else ""
+                grew = entry.get("increase_pct")
+                if not more and isinstance(grew, (int, float)):
+                    more = f" (grew {grew:+.1f}%)"
+                verdict = _paint(f"{text} OVER{more}", "error", color)
+            else:
+                verdict = _paint(f"{text} not judged", "warning", color)
+        change = ""
+        delta = (base.get("delta") or {}).get(key)
+        if isinstance(delta, (int, float)):
+            pct = (base.get("delta_pct") or {}).get(key)
+            change = f"{'+' if delta >= 0 else ''}{_figure(key, delta)}"
+            change += f" ({pct:+.1f}%)" if isinstance(pct, (int, float)) else ""
+        rows.append((key, value, what[:60], verdict, change))
+    shown = [i for i in range(5) if any(r[i] for r in rows[1:])]
+    widths = [max(len(_plain(r[i])) for r in rows) for i in range(5)]
+    out = []
+    for index, row in enumerate(rows):
+        cells = [row[i] + " " * (widths[i] - len(_plain(row[i]))) for i in shown]
+        line = "  " + "  ".join(cells).rstrip()
+        out.append(_paint(line, "dim", color) if index == 0 else line)
+    return out
+
+
+def _plain(text: str) -> str:
+    return _ANSI.sub("", text)
+
+
 def render(report: Report, color: bool = False) -> str:
     lines: list[str] = []
     for model in report.models:
         lines.append(_header(model, color))
+        lines.extend(_metrics_table(model, color))
         for f in model.findings:
             where = f.location.describe()
             sev = _paint(f"{f.severity:<7}", f.severity, color)

@@ -1,0 +1,105 @@
+"""The model does not convert to Core ML.
+
+## What it does
+Runs `coremltools.convert` on the model (TorchScript or `torch.export` `.pt2`) to an ML
+program, in a child process with a time limit, when `convert: [coreml]` (or a `compress:`
+preset) is configured or `--convert coreml` is given. A failure is reported with the
+converter's own reason trimmed to the op and where the converter says it is; a crash, a hang
+past the time limit or running out of memory is reported the same way, and the rest of the
+report survives. The deployment target (`coreml.deployment_target`, default iOS16, iOS18 for
+the 4-bit presets) and compute precision (`coreml.compute_precision`, default float16) are
+configurable.
+
+## Why is this bad?
+A model that does not convert does not ship. MG003 predicts unsupported ops from the
+converter's registry without running it; this runs the real converter, which also fails on
+what no registry shows: dtype mismatches, shapes it cannot infer, ops it lowers into
+something it cannot handle.
+
+## Example
+```python
+values, _ = torch.kthvalue(x, k=3, dim=1)   # coremltools has no converter for kthvalue
+```
+
+## Use instead
+```python
+values = torch.topk(x, k=3, dim=1, largest=False).values[:, -1]
+```
+or register a converter with `@coremltools.converters.mil.register_torch_op`.
+
+## Options
+None. What to convert comes from `convert:` / `--convert`; limits from `timeout` and
+`isolation:` (`timeout`, `memory_mb`).
+
+## References
+- coremltools: converting from PyTorch, https://apple.github.io/coremltools/docs-guides/source/convert-pytorch.html
+- custom operators, https://apple.github.io/coremltools/docs-guides/source/custom-operators.html
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from modelgate.checks.pipeline import locate
+from modelgate.finding import Location, Problem
+from modelgate.graph import ModelGraph
+from modelgate.rule import Skip
+
+ID = "MG101"
+NAME = "coreml-conversion-failed"
+SEVERITY = "error"
+NEEDS = "checks"
+OPTIONS: dict = {}
+
+FIXES = {
+    "error": "make the op convertible: rewrite it with ops coremltools converts, or register a "
+    "converter with @coremltools.converters.mil.register_torch_op",
+    "timeout": "raise the time limit (timeout: / --timeout, isolation.timeout), or find the "
+    "part of the model the converter spends its time on",
+    "memory": "raise isolation.memory_mb, or convert on a machine with more memory",
+    "crash": "the converter itself crashed: try the other source format (TorchScript or "
+    "torch.export) or another deployment target, and report it to coremltools with the model",
+}
+
+
+def check(graph: ModelGraph, options: dict) -> Iterator[Problem | Skip]:
+    yield from failure(graph, "coreml", "Core ML conversion", FIXES)
+
+
+def failure(
+    graph: ModelGraph, target: str, label: str, fixes: dict[str, str]
+) -> Iterator[Problem | Skip]:
+    """The finding of a failed conversion to ``target`` (shared with MG102)."""
+    checks = graph.metadata.get("checks") or {}
+    if target not in (checks.get("requested") or {}).get("convert", []):
+        return
+    if checks.get("skipped"):
+        yield Skip(f"not converted: {checks['skipped']}")
+        return
+    result = checks.get(target)
+    if not isinstance(result, dict):
+        return
+    if result.get("ok") is None:
+        yield Skip(f"not converted: {result.get('skipped') or 'not run'}")
+        return
+    if result.get("ok"):
+        return
+    where = locate(graph, result.get("op"), result.get("located_at"))
+    kind = result.get("kind") or "error"
+    at = f" at {result['op']}" if result.get("op") else ""
+    if result.get("located_at"):
+        at += f" (located at {result['located_at']!r})"
+    during = f" while {result['stage']}" if result.get("stage") and kind != "error" else ""
+    verb = {"timeout": "timed out", "crash": "crashed", "memory": "ran out of memory"}
+    if kind in verb:
+        message = f"{label} {verb[kind]}{during}: {result.get('error')}"
+    else:
+        message = f"{label} failed{at}: {result.get('error')}"
+    yield Problem(
+        message,
+        Location(
+            graph.path, module=where.get("module"), op=where.get("op"), source=where.get("source")
+        ),
+        fix=fixes.get(kind, fixes["error"]),
+        key=target,
+    )

@@ -1,0 +1,158 @@
+"""Many models: worker processes, identical reports whatever -j, crashes and hangs contained,
+and start-up that stays free of torch for what does not need it."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import modelfactory
+import pytest
+
+pytest.importorskip("torch")
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder of models in every torch-free format, good and bad, nested one level."""
+    import numpy as np
+    from onnx import TensorProto, helper, numpy_helper
+
+    root = tmp_path_factory.mktemp("many")
+    f = modelfactory.Factory(root)
+    model = modelfactory.build("dropout").eval()
+    f.state_dict(model, "a_state.pt")
+    f.state_dict(model, "b_legacy.pt", legacy=True)
+    f.pt2(modelfactory.build("dropout").train(), name="c_train.pt2")
+    f.safetensors(model.state_dict(), "d.safetensors")
+    f.onnx(
+        [helper.make_node("Gemm", ["x", "w"], ["y"], transB=1)],
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])],
+        [numpy_helper.from_array(np.ones((4, 8), np.float32), "w")],
+        name="e.onnx",
+    )
+    f.raw(b"version https://git-lfs.github.com/spec/v1\n", "f_lfs.pt")
+    (root / "sub").mkdir()
+    modelfactory.Factory(root / "sub").whole_module(model, "g_whole.pt")
+    return root
+
+
+def _check(folder: Path, *args: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
+    out = subprocess.run(
+        [sys.executable, "-m", "modelgate", "check", "--format", "json", str(folder), *args],
+        capture_output=True, text=True, timeout=300, cwd=folder, env=env,
+    )  # fmt: skip
+    return out.returncode, out.stdout, out.stderr
+
+
+def test_jobs_do_not_change_the_report(folder: Path) -> None:
+    serial = _check(folder, "-j", "1")
+    parallel = _check(folder, "-j", "2")
+    assert serial[0] == parallel[0] == 1
+    assert serial[1] == parallel[1]
+    report = json.loads(serial[1])
+    assert [m["path"] for m in report["models"]] == [
+        "a_state.pt", "b_legacy.pt", "c_train.pt2", "d.safetensors", "e.onnx", "f_lfs.pt",
+        "sub/g_whole.pt",
+    ]  # fmt: skip
+    assert [m["passed"] for m in report["models"]] == [True, True, False, True, True, False, False]
+
+
+def test_engine_run_in_process_matches_the_cli(folder: Path, monkeypatch) -> None:
+    """The API (a parent that has run torch: workers come from a fork server) agrees too."""
+    from modelgate import config, engine
+
+    monkeypatch.chdir(folder)
+    paths = engine.expand_paths(["."])
+    one = engine.run(paths, config.Config(), jobs=1).to_dict()
+    two = engine.run(paths, config.Config(), jobs=2).to_dict()
+    assert one == two
+    assert one == json.loads(_check(folder)[1])
+
+
+RIGGED = """
+import os, signal, sys, time
+from modelgate import engine
+real = engine.check_file
+def rigged(path, *args, **kwargs):
+    if path.endswith("d.safetensors"):
+        os.kill(os.getpid(), signal.SIGSEGV)
+    if path.endswith("e.onnx"):
+        time.sleep(60)
+    return real(path, *args, **kwargs)
+engine.check_file = rigged
+from modelgate.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_a_crash_or_a_hang_costs_one_model_not_the_run(folder: Path) -> None:
+    """A reader that segfaults, and one that never returns: MG902 each, the rest checked."""
+    out = subprocess.run(
+        [sys.executable, "-c", RIGGED, "check", "--format", "json", "-j", "2",
+         "--timeout", "3", str(folder)],
+        capture_output=True, text=True, timeout=120, cwd=folder,
+    )  # fmt: skip
+    assert out.returncode == 1, out.stderr
+    models = {m["path"]: m for m in json.loads(out.stdout)["models"]}
+    assert len(models) == 7
+    crashed = models["d.safetensors"]["findings"]
+    assert [f["rule"] for f in crashed] == ["MG902"]
+    assert "crashed on this file (signal 11, SIGSEGV)" in crashed[0]["message"]
+    hung = models["e.onnx"]["findings"]
+    assert [f["rule"] for f in hung] == ["MG902"]
+    assert hung[0]["message"].startswith("timed out after 3 s")
+    assert models["a_state.pt"]["passed"] and models["b_legacy.pt"]["passed"]
+    assert "Traceback" not in out.stderr
+
+
+def test_hash_collision_bomb_is_refused_at_once(tmp_path: Path) -> None:
+    """A dict keyed by 200k integers sharing one hash takes minutes to build: not built."""
+    from modelgate.loaders import load
+
+    prime = 2**61 - 1
+    parts = [b"\x80\x02}("]
+    for k in range(1, 200_001):
+        raw = (k * prime).to_bytes(12, "little", signed=True)
+        parts.append(b"\x8a\x0c" + raw + b"K\x00")  # LONG1 key, BININT1 0
+    path = modelfactory.Factory(tmp_path).torch_zip(b"".join(parts) + b"u.")
+    graph = load(str(path))
+    assert [i.detail for i in graph.pickle_issues] == [
+        "cannot follow the pickle: more than 10,000 integers over 2**61"
+    ]
+
+
+def test_torch_free_checks_never_import_torch(folder: Path, tmp_path: Path) -> None:
+    """Start-up and torch-free formats, in the CLI process and its workers: a torch that
+    records being imported stands in front of the real one on PYTHONPATH."""
+    fake = tmp_path / "fake" / "torch"
+    fake.mkdir(parents=True)
+    marker = tmp_path / "torch-imported"
+    fake.joinpath("__init__.py").write_text(
+        textwrap.dedent(f"""
+        open({str(marker)!r}, "a").write("imported\\n")
+        raise ImportError("torch must not be imported here")
+        """)
+    )
+    env = {"PYTHONPATH": str(tmp_path / "fake"), "PATH": "/usr/bin:/bin"}
+    version = subprocess.run([sys.executable, "-m", "modelgate", "--version"],
+                             capture_output=True, text=True, env=env, timeout=60)  # fmt: skip
+    assert version.returncode == 0 and version.stdout.startswith("modelgate ")
+    code, out, err = _check(folder, "-j", "2", env=env)
+    assert code == 1, err
+    assert [m["format"] for m in json.loads(out)["models"]] == [
+        "state_dict", "state_dict", "torch_export", "safetensors", "onnx", "lfs-pointer",
+        "pickled_module",
+    ]  # fmt: skip
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("args", [("-j", "0"), ("-j", "two"), ("--timeout", "0")])
+def test_jobs_and_timeout_must_be_positive(run_cli, args: tuple[str, str]) -> None:
+    code, _, err = run_cli("check", ".", *args)
+    assert code == 2
+    assert "must be more than 0" in err or "expected a number" in err
