@@ -159,74 +159,30 @@ def base_ref(explicit: str) -> str | None:
 # ---------------------------------------------------------------------------------------------
 
 
-def _scalars(metrics: dict[str, Any]) -> dict[str, float]:
-    return {
-        k: v for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)
-    }
+def export_baselines(
+    bases: dict[str, str], ref: str, label: str, root: str, folder: str
+) -> tuple[dict[str, str], dict[str, tuple[str, str]], dict[str, str]]:
+    """Write each changed model's version at ``ref`` (``git show``) under ``folder``.
 
+    Returns what :func:`modelgate.engine.run` takes: {model: exported file},
+    {model: (its path at the base, ``label``)}, and {model: why it has no baseline}. The engine
+    then checks both versions together with the same config, so budget limits on growth and
+    the new-findings marks work as for ``modelgate check --baseline``."""
+    from modelgate import repo
 
-def _finding_ref(f: Finding) -> dict[str, str]:
-    return {"rule": f.rule, "identity": f.identity, "message": f.message}
-
-
-def compare(new: ModelReport, old: ModelReport, ref: str | None, base_path: str) -> dict[str, Any]:
-    """``metrics["baseline"]`` for ``new``: the base version's figures, the differences and the
-    findings that are new or gone. Numbers only; the reporters render them."""
-    before, after = _scalars(old.metrics), _scalars(new.metrics)
-    delta = {k: round(after[k] - v, 6) for k, v in before.items() if k in after}
-    old_ids = {f.identity for f in old.findings}
-    new_ids = {f.identity for f in new.findings}
-    return {
-        "path": base_path,
-        "ref": ref,
-        "metrics": before,
-        "delta": delta,
-        "new_findings": [_finding_ref(f) for f in new.findings if f.identity not in old_ids],
-        "fixed_findings": [
-            f"{f.rule} {f.location.describe() or f.name}"
-            for f in old.findings
-            if f.identity not in new_ids
-        ],
-    }
-
-
-def attach_baselines(
-    report: Report, bases: dict[str, str], ref: str, label: str, config: Any, root: str
-) -> None:
-    """Check each model's version at ``ref`` with the same config and store the comparison in
-    the model's ``metrics["baseline"]`` (unless the engine already put one there).
-
-    The base versions are exported to a temporary folder and checked together, as the engine
-    checks any models (in worker processes, with the time limit); then renamed to the model's
-    path, so that the config's per-file ignores apply to them as to the new version."""
-    from modelgate import engine, repo
-
-    todo = [m for m in report.models if m.path in bases and "baseline" not in m.metrics]
-    if not todo:
-        return
-    temp = os.environ.get("RUNNER_TEMP")
-    with tempfile.TemporaryDirectory(prefix="modelgate-base-", dir=temp) as tmp:
-        exported: dict[str, ModelReport] = {}
-        for i, model in enumerate(todo):
-            dest = os.path.join(tmp, str(i), *bases[model.path].split("/"))
-            try:
-                repo.export_file(ref, bases[model.path], dest, cwd=root)
-            except repo.GitError as exc:
-                model.notes.append(f"no baseline: {exc}")
-                continue
-            exported[dest] = model
-        checked = engine.run(list(exported), config).models if exported else []
-    for old, model in zip(checked, exported.values(), strict=True):
-        base_path = bases[model.path]
-        if old.format == "lfs-pointer":
-            model.notes.append(
-                f"no baseline: {base_path} at {label} is a git-lfs pointer; install git-lfs "
-                "and check out with lfs: true (the base version is fetched on demand)"
-            )
+    files: dict[str, str] = {}
+    names: dict[str, tuple[str, str]] = {}
+    missing: dict[str, str] = {}
+    for i, (path, base_path) in enumerate(sorted(bases.items())):
+        dest = os.path.join(folder, str(i), *base_path.split("/"))
+        try:
+            repo.export_file(ref, base_path, dest, cwd=root)
+        except repo.GitError as exc:
+            missing[path] = f"no baseline: {exc}"
             continue
-        old = repo.relocate_model(old, model.path)
-        engine.finish(Report([old]), config)  # the same per-file ignores as the new version
-        model.metrics["baseline"] = compare(model, old, label, base_path)
+        files[path] = dest
+        names[path] = (base_path, label)
+    return files, names, missing
 
 
 # ---------------------------------------------------------------------------------------------
@@ -385,7 +341,24 @@ def run(args: argparse.Namespace) -> int:
         f"checking {len(selected)} model file{'s' if len(selected) != 1 else ''}"
         + (f" (base {label})" if label else "")
     )
-    report = engine.run(selected, config) if selected else engine.finish(Report(), config)
+    with tempfile.TemporaryDirectory(
+        prefix="modelgate-base-", dir=os.environ.get("RUNNER_TEMP")
+    ) as tmp:
+        files: dict[str, str] = {}
+        names: dict[str, tuple[str, str]] = {}
+        missing: dict[str, str] = {}
+        if changes and base_commit and _flag(args.baseline):
+            bases = {p: b for p, b in changes.items() if b is not None and p in selected}
+            files, names, missing = export_baselines(
+                bases, base_commit, label or base_commit, root, tmp
+            )
+        if selected:
+            report = engine.run(selected, config, baselines=files, baseline_names=names)
+        else:
+            report = engine.finish(Report(), config)
+    for model in report.models:
+        if model.path in missing:
+            model.notes.append(missing[model.path])
     report.notes.extend(notes)
     pointers = [m.path for m in report.models if m.format == "lfs-pointer"]
     if pointers:
@@ -394,9 +367,6 @@ def run(args: argparse.Namespace) -> int:
             f"{', ...' if len(pointers) > 1 else ''}): check out with lfs: true "
             "(actions/checkout) or run git lfs pull"
         )
-    if changes and base_commit and _flag(args.baseline):
-        bases = {p: b for p, b in changes.items() if b is not None}
-        attach_baselines(report, bases, base_commit, label or base_commit, config, root)
     report = repo.relocate(report, root, root)
     return publish(report, args)
 

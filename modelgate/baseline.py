@@ -120,20 +120,28 @@ def relocated(old: ModelReport, path: str) -> ModelReport:
 
 
 def compare_reports(
-    report: Report, olds: dict[int, tuple[ModelReport, str]], config: Any
+    report: Report, olds: dict[int, tuple[ModelReport, str, str | None]], config: Any
 ) -> dict[int, ModelReport]:
-    """Attach each model's baseline (model index -> (old report, its path)), judged by the
-    same budget and per-file ignores as the new version; returns the judged baselines for
-    :func:`finish_findings`. Runs before the new versions' budget (which may limit growth)."""
+    """Attach each model's baseline (model index -> (old report, its path, its git ref or
+    None)), judged by the same budget and per-file ignores as the new version; returns the
+    judged baselines for :func:`finish_findings`. Runs before the new versions' budget (which
+    may limit growth)."""
     from modelgate import budget, engine
 
     twins = {}
-    for index, (old, base_path) in olds.items():
+    for index, (old, base_path, ref) in olds.items():
         model = report.models[index]
+        if old.format == "lfs-pointer":
+            where = f"{base_path} at {ref}" if ref else base_path
+            model.notes.append(
+                f"no baseline: {where} is a git-lfs pointer, not a model: run git lfs pull "
+                "(in GitHub Actions, check out with lfs: true)"
+            )
+            continue
         twin = relocated(old, model.path)
         budget.apply_model(twin, config)
         engine.finish(Report([twin]), config)
-        attach(model, twin, base_path)
+        attach(model, twin, base_path, ref)
         twins[index] = twin
     return twins
 

@@ -65,6 +65,12 @@ def _parser() -> argparse.ArgumentParser:
         "repeatable, the first is judged by the budget (default: compress: in the config)",
     )
     check.add_argument(
+        "--static",
+        action="store_true",
+        help="static rules only: skip the config's conversions, compression and the budget "
+        "limits that need them (the fast pre-commit hook)",
+    )
+    check.add_argument(
         "--baseline",
         metavar="OLD",
         help="an older version of the model (a folder laid out like the paths, for several): "
@@ -179,6 +185,10 @@ def _checks(settings: object, args: argparse.Namespace) -> object:
     from modelgate.config import ConfigError
 
     assert isinstance(settings, CheckSettings)
+    if args.static:
+        if args.convert or args.compress:
+            raise ConfigError("--static skips conversions: drop --convert / --compress")
+        return replace(settings, convert=(), compress=())
     for preset in args.compress or ():
         if preset not in PRESETS:
             raise ConfigError(f"--compress {preset}: unknown preset (known: {', '.join(PRESETS)})")
@@ -198,6 +208,10 @@ def _checks(settings: object, args: argparse.Namespace) -> object:
     return settings
 
 
+# Budget figures a static check measures (the file, its weights, its parameters).
+STATIC_BUDGET = ("file_mb", "weights_mb", "parameters")
+
+
 def _split(text: str | None) -> list[str]:
     return [part.strip() for part in (text or "").split(",") if part.strip()]
 
@@ -207,6 +221,7 @@ def _check(args: argparse.Namespace) -> int:
 
     from modelgate import config as cfg
     from modelgate import engine
+    from modelgate.budget import Limit
     from modelgate.registry import UnknownRule
     from modelgate.reporters import render
     from modelgate.rules import REGISTRY
@@ -229,6 +244,15 @@ def _check(args: argparse.Namespace) -> int:
             fail_on=args.fail_on or config.fail_on,
             checks=_checks(config.checks, args),
         )
+        if args.static:  # limits on what the file shows; growth limits need --baseline
+            config = replace(
+                config,
+                budget={
+                    k: v if args.baseline else Limit(max=v.max)
+                    for k, v in config.budget.items()
+                    if k in STATIC_BUDGET and (args.baseline or v.max is not None)
+                },
+            )
     except cfg.ConfigError as exc:
         print(f"modelgate: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -287,5 +311,20 @@ def _check(args: argparse.Namespace) -> int:
             print(f"modelgate: cannot write {args.output}: {exc.strerror}", file=sys.stderr)
             return EXIT_USAGE
     else:
-        sys.stdout.write(text)
+        sys.stdout.write(guard_workflow_commands(text) if fmt in ("text", "markdown") else text)
     return EXIT_PASS if report.passed else EXIT_FAIL
+
+
+def guard_workflow_commands(text: str) -> str:
+    """Under GitHub Actions, a log line starting with ``::`` is a workflow command. Text output
+    quotes names from the model file, which a hostile model can fill with newlines and
+    commands; ``::stop-commands::`` (GitHub's mechanism for untrusted output) turns command
+    processing off around it, with a token nobody can guess. JSON and SARIF escape newlines
+    in strings, so no line of theirs can start a command."""
+    if not _under_actions():
+        return text
+    import secrets
+
+    token = secrets.token_hex(16)
+    body = text if text.endswith("\n") else text + "\n"
+    return f"::stop-commands::{token}\n{body}::{token}::\n"

@@ -250,10 +250,12 @@ def run(
     jobs: int | None = None,
     timeout: float | None = None,
     baselines: dict[str, str] | None = None,
+    baseline_names: dict[str, tuple[str, str | None]] | None = None,
 ) -> Report:
     """Check every path, each in a worker process (``jobs`` at a time, default the CPU count;
     ``timeout`` seconds per model, default the config's), reported in the order given.
-    ``baselines`` maps a path to an older version, checked alongside for deltas; then the
+    ``baselines`` maps a path to an older version, checked alongside for deltas (shown as
+    ``baseline_names[path]``: its path and git ref, when it was exported from git); then the
     budget judges every model."""
     from modelgate import baseline, budget, parallel
 
@@ -263,8 +265,9 @@ def run(
     checked = parallel.check_all(paths + olds, config, cli_inputs, jobs, limit)
     by_path = dict(zip(paths + olds, checked, strict=True))
     report = Report(checked[: len(paths)])
+    names = baseline_names or {}
     pairs = {
-        i: (by_path[baselines[p]], display_path(baselines[p]))
+        i: (by_path[baselines[p]], *names.get(p, (display_path(baselines[p]), None)))
         for i, p in enumerate(paths)
         if baselines and p in baselines
     }

@@ -87,6 +87,8 @@ class Finding:
             "location": self.location.to_dict(),
             "fix": self.fix,
         }
+        if self.key is not None:  # stable within the model: baselines and fingerprints use it
+            out["key"] = self.key
         if self.extra:
             out.update(self.extra)
         return out

@@ -156,13 +156,9 @@ def _warm(config: Config) -> None:
     """Import what the configured conversions need once, here, before the workers fork: N
     workers then share one import of torch and coremltools (seconds each) instead of paying
     it N times over on the same cores. Only imports; no model code or compute runs here."""
-    try:
-        from modelgate.checks import isolate, pipeline
+    from modelgate.checks import isolate, pipeline
 
-        converters = config.checks.converters  # type: ignore[attr-defined]
-        modules = [m for c in converters for m in pipeline._MODULES.get(c, ())]
-    except (ImportError, AttributeError):  # no conversion checks in this build: nothing to do
-        return
+    modules = pipeline.modules_for(config.checks.converters)
     if modules:
         isolate.preload(dict.fromkeys(modules))
 

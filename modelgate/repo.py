@@ -16,7 +16,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from modelgate.finding import Finding
-from modelgate.report import ModelReport, Report
+from modelgate.report import Report
 
 _SEP = re.compile(r"[\\/]+")
 _DRIVE = re.compile(r"^[A-Za-z]:$")
@@ -203,12 +203,3 @@ def export_file(ref: str, path: str, dest: str, cwd: str = ".") -> None:
     if done.returncode != 0:
         message = done.stderr.decode("utf-8", "replace").strip().splitlines()
         raise GitError(f"cannot read {path} at {ref[:12]}: {message[-1] if message else 'failed'}")
-
-
-def relocate_model(model: ModelReport, path: str) -> ModelReport:
-    """``model`` renamed to ``path``, its findings too (a baseline read from a temp file)."""
-    return replace(
-        model,
-        path=path,
-        findings=[replace(f, location=replace(f.location, path=path)) for f in model.findings],
-    )

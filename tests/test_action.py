@@ -209,6 +209,29 @@ def test_without_changed_files_only_checks_everything(pull_request: Path, tmp_pa
     assert "baseline" not in paths["models/other.pt"]["metrics"]  # unchanged
 
 
+def test_budget_limits_growth_against_the_base_branch(pull_request: Path, tmp_path: Path) -> None:
+    """A relative limit is judged against the base branch's version, as with --baseline."""
+    config = tmp_path / "growth.yaml"
+    config.write_text(
+        CONFIG.replace("10000", "100000") + "budget:\n  parameters: {max_increase_pct: 50}\n"
+    )
+    code, out, outputs, summary = run_action(
+        pull_request, tmp_path, paths="models/*.pt2", changed_files_only="true", config=str(config)
+    )
+    assert code == 1, out
+    (model,) = json.loads(Path(outputs["report"]).read_text())["models"]
+    (finding,) = model["findings"]
+    assert finding["rule"] == "MG301" and finding["new"] is True
+    assert finding["message"] == (
+        "parameters grew by 20.4K (+6496.8%) against the baseline (314 -> 20.7K), "
+        "more than the 50% allowed"
+    )
+    limit = model["metrics"]["budget"]["parameters"]
+    assert limit["passed"] is False and limit["baseline"] == 8 * 3 * 9 + 8 + 8 * 10 + 10
+    assert model["metrics"]["baseline"]["ref"].startswith("main@")
+    assert "MG301" in summary
+
+
 def test_matrix_shards_and_combined_summary(pull_request: Path, tmp_path: Path) -> None:
     reports = tmp_path / "reports"
     seen = []
@@ -369,3 +392,21 @@ def test_combine_merges_matrix_reports(tmp_path: Path, capsys: pytest.CaptureFix
         "b.safetensors",
     ]
     assert action.main(["combine", str(tmp_path / "missing.json")]) == 2
+
+
+def test_json_reports_round_trip_finding_identities() -> None:
+    """Matrix jobs upload JSON; the combined summary and SARIF fingerprints must see the same
+    findings (identity from the rule's key, not from the message) as the jobs did."""
+    from modelgate.finding import Finding, Location
+    from modelgate.report import ModelReport, Report
+    from modelgate.reporters import render
+
+    finding = Finding(
+        "MG001", "oversized-linear", "error", "head: big", Location("m.pt", module="head"),
+        key="head",
+    )  # fmt: skip
+    report = Report([ModelReport("m.pt", "state-dict", findings=[finding])])
+    back = action.report_from_dict(json.loads(render(report, "json")))
+    (again,) = back.models[0].findings
+    assert again.key == "head" and again.identity == finding.identity == "MG001:head"
+    assert again.location == finding.location and again.extra == {}

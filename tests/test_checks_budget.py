@@ -79,6 +79,26 @@ def test_a_budget_that_cannot_be_judged_is_a_warning(run_cli, models, tmp_path: 
     assert run_cli("check", model, "--fail-on", "warning")[0] == 1
 
 
+def test_static_skips_conversions_and_what_only_they_measure(run_cli, models, tmp_path) -> None:
+    """The fast pre-commit hook runs ``--static``: the config's conversions and the limits on
+    what they measure are skipped; maxima on what the file shows still hold."""
+    model = models.state_dict(modelfactory.build("clean"))
+    (tmp_path / "modelgate.yaml").write_text(
+        "convert: [coreml, onnx]\ncompress: palettize-4\n"
+        "budget:\n  drift: 0.01\n  latency_ms: 1\n  size_mb: 0.000001\n"
+        "  parameters: {max: 100, max_increase_pct: 5}\n"
+    )
+    code, out, _ = run_cli("check", model, "--static", "--format", "json")
+    assert code == 1
+    result = _json(out)
+    assert "conversions" not in result["metrics"]
+    assert list(result["metrics"]["budget"]) == ["parameters"]
+    (finding,) = result["findings"]
+    assert finding["rule"] == "MG301" and finding["message"].startswith("parameters 330 ")
+    code, _, err = run_cli("check", model, "--static", "--convert", "onnx")
+    assert code == 2 and "--static skips conversions" in err
+
+
 def test_baseline_deltas_growth_limits_and_new_findings(run_cli, two_versions, tmp_path) -> None:
     old, new = two_versions
     (tmp_path / "modelgate.yaml").write_text(

@@ -321,4 +321,45 @@ def test_cli_defaults_to_annotations_under_actions(
     assert out.startswith("::error file=empty.pt,title=modelgate (MG902)::empty file (0 bytes)\n")
     assert summary.read_text().startswith("## modelgate: ❌ failed\n")
     code, out, _ = run_cli("check", path.name, "--format", "text")
-    assert out.startswith("FAIL  empty.pt")
+    first, body = out.split("\n", 1)
+    assert first.startswith("::stop-commands::") and body.startswith("FAIL  empty.pt")
+
+
+def test_text_under_actions_cannot_inject_workflow_commands(
+    run_cli, tmp_path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Names come from the (untrusted) model file; one with a newline and ``::`` must not
+    become a workflow command when text output lands in the Actions log."""
+    torch = pytest.importorskip("torch")
+    hostile = "a\n::error file=x.py::pwned\n::add-mask::b.weight"
+    torch.save({hostile: torch.zeros(2, 2, dtype=torch.float64)}, tmp_path / "m.pt")
+    monkeypatch.setenv("GITHUB_ACTIONS", "true")
+    code, out, _ = run_cli("check", "m.pt", "--format", "text", "--fail-on", "info")
+    assert code == 1 and "::error file=x.py::pwned" in out  # quoted, as the model has it
+    assert out.startswith("::stop-commands::")
+    assert _commands_run(out) == []
+    code, out, _ = run_cli("check", "m.pt", "--fail-on", "info")  # annotations: escaped
+    assert code == 1
+    assert [c.split("::")[0] for c in _commands_run(out)] == [
+        "warning file=m.pt,title=modelgate (MG007)",
+        "group",
+        "endgroup",
+    ]
+
+
+def _commands_run(log: str) -> list[str]:
+    """The workflow commands the runner would act on in ``log``: lines starting with ``::``,
+    except between ``::stop-commands::TOKEN`` and ``::TOKEN::``."""
+    run, token = [], None
+    for line in log.splitlines():
+        if not line.startswith("::"):
+            continue
+        if token is not None:
+            if line == f"::{token}::":
+                token = None
+            continue
+        if line.startswith("::stop-commands::"):
+            token = line.removeprefix("::stop-commands::")
+            continue
+        run.append(line[2:])
+    return run

@@ -23,7 +23,7 @@ STATIC = ("macs", "peak_activation_mb")  # budgeted figures the graph view gives
 MARGIN = 5.0  # seconds of the model's time limit kept for the rules and the report
 _RUNNABLE = ("torchscript", "torch_export")
 _WEIGHTS_ONLY = ("state_dict", "checkpoint", "tensor", "safetensors")
-_MODULES = {
+MODULES = {
     "coreml": ("torch", "numpy", "coremltools", "coremltools.optimize.coreml"),
     "palettize": ("sklearn.cluster",),
     "onnx": ("torch", "numpy", "onnx", "onnxruntime"),
@@ -198,6 +198,11 @@ def _plan(
     return out
 
 
+def modules_for(converters: tuple[str, ...]) -> list[str]:
+    """The modules the given converters import, in import order, without repeats."""
+    return list(dict.fromkeys(m for c in converters for m in MODULES.get(c, ())))
+
+
 def _preload(target: str, job: Any) -> str | None:
     """Import what the step needs here, once per worker; the first missing module, or None.
 
@@ -212,15 +217,15 @@ def _preload(target: str, job: Any) -> str | None:
         for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
             os.environ.setdefault(name, str(job.settings.measure.threads))
 
-    modules = list(_MODULES.get(target, ()))
+    modules = list(MODULES.get(target, ()))
     if target == "coreml" and any(PRESETS[p].api == "palettize" for p in job.settings.compress):
-        modules += _MODULES["palettize"]
+        modules += MODULES["palettize"]
     if target == "onnx" and job.format == "torch_export":
-        modules += _MODULES["onnx_dynamo"]
+        modules += MODULES["onnx_dynamo"]
     if job.format in _RUNNABLE:
         modules = ["torch", *modules]
     if job.format == "torch_export":
-        modules += _MODULES["torch_export"]
+        modules += MODULES["torch_export"]
     missing = isolate.preload(dict.fromkeys(modules))
     return missing[0] if missing else None
 
