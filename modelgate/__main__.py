@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import sys
+from modelgate.cli import entry
 
-from modelgate.cli import main
-
-sys.exit(main())
+entry()

@@ -107,6 +107,22 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def entry() -> None:
+    """The console script: :func:`main`, then exit. When the run imported torch and
+    coremltools (the parent imports them once for its workers to share), the interpreter's
+    teardown of them takes about 2 s after the report is out; skip it, as a forked process
+    does. Everything modelgate writes is flushed and closed by then."""
+    code = main()
+    if "torch" in sys.modules:
+        import logging
+
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     try:

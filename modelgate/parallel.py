@@ -62,7 +62,7 @@ def check_all(
     jobs = max(1, min(jobs or default_jobs(), len(paths)))
     timeout = DEFAULT_TIMEOUT if timeout is None else timeout
     results: list[ModelReport | None] = [None] * len(paths)
-    pending = deque(range(len(paths)))
+    pending = deque(_largest_first(paths) if jobs > 1 else range(len(paths)))
     workers: list[_Worker] = []
     context = _context()
     if jobs > 1 and context.get_start_method() == "fork":
@@ -110,9 +110,28 @@ def check_all(
                     )
                     _stop(worker, workers)
     finally:
+        for worker in workers:  # tell them all first: they exit together
+            if worker.task is None:
+                with contextlib.suppress(OSError):
+                    worker.conn.send(None)
         for worker in list(workers):
             _stop(worker, workers, graceful=True)
     return _collect(paths, results, config)
+
+
+def _largest_first(paths: list[str]) -> list[int]:
+    """Indices of ``paths``, largest file first (ties in path order). A model's check costs
+    roughly what its file weighs, so handing out the big ones first keeps one worker from
+    finishing the largest model alone while the others idle (longest-processing-time first).
+    Results are still reported in path order."""
+
+    def size(index: int) -> int:
+        try:
+            return os.path.getsize(paths[index])
+        except OSError:
+            return 0
+
+    return sorted(range(len(paths)), key=lambda i: -size(i))
 
 
 def _serially(
@@ -196,7 +215,7 @@ def _stop(worker: _Worker, workers: list[_Worker], graceful: bool = False) -> No
     """End a worker and whatever it started (it leads its own process group)."""
     if graceful and worker.task is None and worker.process.is_alive():
         with contextlib.suppress(OSError):
-            worker.conn.send(None)
+            worker.conn.send(None)  # again, harmless: it is gone or reads one
         worker.process.join(2)
     if worker.process.is_alive() and worker.process.pid:
         with contextlib.suppress(OSError):
