@@ -8,6 +8,7 @@ Only the standard library is imported at start-up, so ``--help`` and ``--version
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 from collections.abc import Sequence
@@ -117,8 +118,9 @@ def entry() -> None:
         import logging
 
         logging.shutdown()
-        sys.stdout.flush()
-        sys.stderr.flush()
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(OSError, ValueError):  # a closed pipe (| head)
+                stream.flush()
         os._exit(code)
     sys.exit(code)
 
