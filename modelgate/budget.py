@@ -150,11 +150,11 @@ def evaluate(
                     verdicts.append(grew)
             elif limit.max is None:
                 entry["passed"] = None
-                entry["reason"] = "no baseline to compare with (--baseline OLD)"
+                entry["reason"] = "no baseline to compare with (--baseline OLD; in the Action, the model is new on this branch)"
                 out[key] = entry
                 continue
             else:
-                entry["note"] = "growth limits not judged: no baseline (--baseline OLD)"
+                entry["note"] = "growth limits not judged: no baseline (--baseline OLD; in the Action, a new model)"
         entry["passed"] = all(verdicts)
         out[key] = entry
     return out
@@ -211,6 +211,10 @@ def apply_model(model: ModelReport, config: Any) -> None:
     model.metrics["budget"] = evaluation
     view = ModelGraph(model.path, format=model.format)
     view.metadata["budget"] = evaluation
+    base = model.metrics.get("baseline")
+    if isinstance(base, dict) and base.get("path"):
+        ref = base.get("ref")
+        view.metadata["baseline_name"] = f"{base['path']} at {ref}" if ref else base["path"]
     outcome = engine.run_rules(view, config, model.path, needs="budget")
     model.findings.extend(outcome.findings)
     for rid, why in outcome.skipped.items():
@@ -266,8 +270,9 @@ def problems(graph: Any, rule: str) -> Iterator[Problem]:
             allowed.append(f"{pct_limit:g}%")
         if allowed:
             pct = f" (+{100 * increase / old:.1f}%)" if old else ""
+            against = graph.metadata.get("baseline_name") or "the baseline"
             yield Problem(
-                f"{key} grew by {describe(key, increase)}{pct} against the baseline "
+                f"{key} grew by {describe(key, increase)}{pct} against {against} "
                 f"({describe(key, old)} -> {describe(key, value)}), more than the "
                 f"{' / '.join(allowed)} allowed",
                 Location(graph.path),

@@ -222,9 +222,10 @@ def test_budget_limits_growth_against_the_base_branch(pull_request: Path, tmp_pa
     (model,) = json.loads(Path(outputs["report"]).read_text())["models"]
     (finding,) = model["findings"]
     assert finding["rule"] == "MG301" and finding["new"] is True
+    ref = model["metrics"]["baseline"]["ref"]
     assert finding["message"] == (
-        "parameters grew by 20.4K (+6496.8%) against the baseline (314 -> 20.7K), "
-        "more than the 50% allowed"
+        f"parameters grew by 20.4K (+6496.8%) against models/net.pt2 at {ref} "
+        "(314 -> 20.7K), more than the 50% allowed"
     )
     limit = model["metrics"]["budget"]["parameters"]
     assert limit["passed"] is False and limit["baseline"] == 8 * 3 * 9 + 8 + 8 * 10 + 10

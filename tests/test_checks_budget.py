@@ -120,8 +120,7 @@ def test_baseline_deltas_growth_limits_and_new_findings(run_cli, two_versions, t
     rules = {f["rule"]: f for f in result["findings"]}
     assert params == 8480  # conv 224 + head 8 * 16 * 64 + 64
     assert rules["MG301"]["message"] == (
-        "parameters grew by 8.2K (+2469.7%) against the baseline (330 -> 8.5K), "
-        "more than the 10% allowed"
+        "parameters grew by 8.2K (+2469.7%) against old.pt (330 -> 8.5K), more than the 10% allowed"
     )
     assert rules["MG301"]["new"] is True and rules["MG007"]["new"] is True
     assert {f["rule"] for f in base["new_findings"]} == {"MG007", "MG301"}
