@@ -150,11 +150,16 @@ def evaluate(
                     verdicts.append(grew)
             elif limit.max is None:
                 entry["passed"] = None
-                entry["reason"] = "no baseline to compare with (--baseline OLD; in the Action, the model is new on this branch)"
+                entry["reason"] = (
+                    "no baseline to compare with (--baseline OLD; in the Action: a new model)"
+                )
                 out[key] = entry
                 continue
             else:
-                entry["note"] = "growth limits not judged: no baseline (--baseline OLD; in the Action, a new model)"
+                entry["note"] = (
+                    "growth limits not judged: no baseline (--baseline OLD; in the Action: "
+                    "a new model)"
+                )
         entry["passed"] = all(verdicts)
         out[key] = entry
     return out
