@@ -25,7 +25,7 @@ from collections.abc import Sequence
 from dataclasses import fields, replace
 from typing import Any
 
-from modelgate.cli import EXIT_FAIL, EXIT_PASS, EXIT_USAGE
+from modelgate.cli import EXIT_FAIL, EXIT_PASS, EXIT_USAGE, under_actions
 from modelgate.finding import SEVERITIES, Finding, Location, SourceLocation
 from modelgate.report import ModelReport, Report
 
@@ -269,14 +269,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
 
 
-def _under_actions() -> bool:
-    return os.environ.get("GITHUB_ACTIONS") == "true"
-
-
 def _error(message: str) -> None:
     from modelgate.reporters.github import command
 
-    if _under_actions():
+    if under_actions():
         print(command("error", message, title="modelgate"))
     print(f"modelgate: {message}", file=sys.stderr)
 
@@ -389,7 +385,7 @@ def publish(report: Report, args: argparse.Namespace) -> int:
     summary_file = os.environ.get("GITHUB_STEP_SUMMARY")
     if _flag(args.summary) and summary_file:
         _append(summary_file, render(report, "markdown"))
-    sys.stdout.write(render(report, "github" if _under_actions() else "text"))
+    sys.stdout.write(render(report, "github" if under_actions() else "text"))
     write_outputs(
         {
             "passed": "true" if report.passed else "false",

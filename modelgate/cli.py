@@ -175,7 +175,7 @@ def _schema() -> int:
     return EXIT_PASS
 
 
-def _under_actions() -> bool:
+def under_actions() -> bool:
     """GitHub Actions sets GITHUB_ACTIONS=true; then annotations are the default output."""
     return os.environ.get("GITHUB_ACTIONS") == "true"
 
@@ -306,7 +306,7 @@ def _check(args: argparse.Namespace) -> int:
         args.color == "auto" and args.output is None and sys.stdout.isatty()
         and "NO_COLOR" not in os.environ
     )  # fmt: skip
-    fmt = args.format or ("github" if _under_actions() and args.output is None else "text")
+    fmt = args.format or ("github" if under_actions() and args.output is None else "text")
     shown = report
     if fmt in ("github", "sarif", "markdown") or args.summary:
         from modelgate import repo  # annotations and SARIF want repository-relative paths
@@ -336,13 +336,10 @@ def _check(args: argparse.Namespace) -> int:
 def guard_workflow_commands(text: str) -> str:
     """Under GitHub Actions, a log line starting with ``::`` is a workflow command. Text output
     quotes names from the model file, which a hostile model can fill with newlines and
-    commands; ``::stop-commands::`` (GitHub's mechanism for untrusted output) turns command
-    processing off around it, with a token nobody can guess. JSON and SARIF escape newlines
-    in strings, so no line of theirs can start a command."""
-    if not _under_actions():
+    commands: wrap it as the github format wraps its full report. JSON and SARIF escape
+    newlines in strings, so no line of theirs can start a command."""
+    if not under_actions():
         return text
-    import secrets
+    from modelgate.reporters.github import verbatim
 
-    token = secrets.token_hex(16)
-    body = text if text.endswith("\n") else text + "\n"
-    return f"::stop-commands::{token}\n{body}::{token}::\n"
+    return "\n".join(verbatim(text.rstrip("\n").splitlines())) + "\n"

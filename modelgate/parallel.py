@@ -213,9 +213,7 @@ def _receive(worker: _Worker, path: str, config: Config) -> ModelReport:
 
 def _stop(worker: _Worker, workers: list[_Worker], graceful: bool = False) -> None:
     """End a worker and whatever it started (it leads its own process group)."""
-    if graceful and worker.task is None and worker.process.is_alive():
-        with contextlib.suppress(OSError):
-            worker.conn.send(None)  # again, harmless: it is gone or reads one
+    if graceful and worker.task is None:  # told to stop (check_all tells them all at once)
         worker.process.join(2)
     if worker.process.is_alive() and worker.process.pid:
         with contextlib.suppress(OSError):

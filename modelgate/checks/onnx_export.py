@@ -76,21 +76,6 @@ def session(path: str, threads: int) -> Any:
     return ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
 
 
-def session_inputs(sess: Any) -> list[tuple[str, tuple[Any, ...], str]]:
-    """(name, shape, dtype) of a session's inputs; dims that are not numbers stay names."""
-    kinds = {
-        "tensor(float)": "float32",
-        "tensor(float16)": "float16",
-        "tensor(double)": "float64",
-        "tensor(int64)": "int64",
-        "tensor(int32)": "int32",
-        "tensor(bool)": "bool",
-        "tensor(int8)": "int8",
-        "tensor(uint8)": "uint8",
-    }
-    return [(i.name, tuple(i.shape), kinds.get(i.type, "float32")) for i in sess.get_inputs()]
-
-
 def runner(sess: Any) -> Any:
     """A callable: list of input arrays -> list of output arrays."""
     names = [i.name for i in sess.get_inputs()]

@@ -101,13 +101,13 @@ def render(report: Report, color: bool = False) -> str:
     lines = annotations(report)
     full = text.render(report).rstrip("\n").splitlines()
     lines.append(f"::group::{escape_data(GROUP)}")
-    lines.extend(_verbatim(full[:-1]))
+    lines.extend(verbatim(full[:-1]))
     lines.append("::endgroup::")
     lines.append(full[-1])  # the one-line verdict stays visible
     return "\n".join(lines) + "\n"
 
 
-def _verbatim(lines: list[str]) -> list[str]:
+def verbatim(lines: list[str]) -> list[str]:
     """Wrap text from the model (module names, messages) in ``stop-commands``, so that no line
     of it runs as a workflow command; the runner trims leading spaces, so indenting would not
     do. The token is a hash of the text: the text cannot contain it, and output stays stable."""
