@@ -138,4 +138,4 @@ def test_torchscript_without_torch_says_which_extra(files: dict[str, Path]) -> N
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     fmt, unreadable, tensors, has_graph, notes = json.loads(out.stdout)
     assert (fmt, unreadable, tensors, has_graph) == ("torchscript", None, 9, False)
-    assert "install modelgate[torch]" in notes[0]
+    assert "install modelgate-lint[torch]" in notes[0]

@@ -130,7 +130,7 @@ def test_hook_passes_good_models_and_fails_a_bad_one(
         assert f"pass  {name}" in out, out
     assert "notes.txt" not in out  # the hook's files pattern leaves other files alone
     # the environment has no torch; the TorchScript graph says which extra would read it
-    assert "TorchScript ops need torch to read: install modelgate[torch]" in out
+    assert "TorchScript ops need torch to read: install modelgate-lint[torch]" in out
 
     out, _ = failing.communicate(timeout=900)
     assert failing.returncode == 1, out
