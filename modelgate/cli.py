@@ -221,7 +221,7 @@ def _checks(settings: object, args: argparse.Namespace) -> object:
             if importlib.util.find_spec(package) is None:
                 raise ConfigError(
                     f"converting to {converter} needs {package}: "
-                    f"pip install 'modelgate[{extra[converter]}]'"
+                    f"pip install 'modelgate-lint[{extra[converter]}]'"
                 )
     return settings
 

@@ -38,11 +38,11 @@ MODULES = {
     ),
 }
 INSTALL = {
-    "coremltools": "pip install 'modelgate[coreml]'",
-    "onnxruntime": "pip install 'modelgate[onnx]'",
-    "onnxscript": "pip install 'modelgate[onnx]'",
-    "onnx": "pip install 'modelgate[onnx]'",
-    "torch": "pip install 'modelgate[torch]'",
+    "coremltools": "pip install 'modelgate-lint[coreml]'",
+    "onnxruntime": "pip install 'modelgate-lint[onnx]'",
+    "onnxscript": "pip install 'modelgate-lint[onnx]'",
+    "onnx": "pip install 'modelgate-lint[onnx]'",
+    "torch": "pip install 'modelgate-lint[torch]'",
     "sklearn.cluster": "pip install scikit-learn (k-means for palettization)",
     "numpy": "pip install numpy",
 }

@@ -19,8 +19,8 @@ class NeedsExtra(Unreadable):
 
     def __init__(self, what: str, extra: str, package: str) -> None:
         super().__init__(
-            f"{what}: reading it needs {package}; install modelgate[{extra}]",
-            hint=f'pip install "modelgate[{extra}]" (pre-commit: additional_dependencies: '
-            f'["modelgate[{extra}]"])',
+            f"{what}: reading it needs {package}; install modelgate-lint[{extra}]",
+            hint=f'pip install "modelgate-lint[{extra}]" (pre-commit: additional_dependencies: '
+            f'["modelgate-lint[{extra}]"])',
         )
         self.extra = extra

@@ -250,7 +250,7 @@ def _read_graph(archive: Archive, graph: ModelGraph) -> None:
         import torch
     except ImportError:
         graph.notes.append(
-            "TorchScript ops need torch to read: install modelgate[torch] "
+            "TorchScript ops need torch to read: install modelgate-lint[torch] "
             "(weights, training flags and traced input shapes were read without it)"
         )
         return
