@@ -98,6 +98,7 @@ def select(patterns: Sequence[str], root: str) -> tuple[list[str], list[str]]:
 
     A folder means the model files under it (by extension); a glob may use ``**``; a file
     named exactly is read whatever its extension."""
+    from modelgate.discover import discover_files
     from modelgate.engine import MODEL_SUFFIXES, expand_paths
 
     found: list[str] = []
@@ -114,6 +115,9 @@ def select(patterns: Sequence[str], root: str) -> tuple[list[str], list[str]]:
             files = [f for f in files if f.lower().endswith(MODEL_SUFFIXES)]
         walked = expand_paths([os.path.join(root, f) for f in folders])
         found.extend(os.path.relpath(w, root) for w in walked)
+        if any(c in pattern for c in "*?["):  # shards and ONNX external data, as a walk does
+            matched = discover_files([os.path.join(root, f) for f in files]).files
+            files = [os.path.relpath(m, root) for m in matched]
         found.extend(files)
     seen: set[str] = set()
     out = []

@@ -226,8 +226,9 @@ def _checks(settings: object, args: argparse.Namespace) -> object:
     return settings
 
 
-# Budget figures a static check measures (the file, its weights, its parameters).
-STATIC_BUDGET = ("file_mb", "weights_mb", "parameters")
+# Budget figures a static check measures (the file, its weights, its parameters); size_mb
+# first, since it means the file only when nothing is converted.
+STATIC_BUDGET = ("size_mb", "file_mb", "weights_mb", "parameters")
 
 
 def _split(text: str | None) -> list[str]:
@@ -255,20 +256,27 @@ def _check(args: argparse.Namespace) -> int:
             for module in REGISTRY:
                 if module.ID not in selected:
                     rules[module.ID] = cfg.RuleSetting(enabled=False)
+        converts = config.checks.active
         config = replace(
             config,
             rules=rules,
             targets=tuple(args.target) if args.target else config.targets,
+            asked_targets=tuple(dict.fromkeys(args.target))
+            if args.target
+            else config.asked_targets,
             fail_on=args.fail_on or config.fail_on,
             checks=_checks(config.checks, args),
         )
         if args.static:  # limits on what the file shows; growth limits need --baseline
+            # size_mb is the file's size only where the config converts nothing; otherwise it
+            # budgets a converted package, which --static does not make
+            static = STATIC_BUDGET if not converts else STATIC_BUDGET[1:]
             config = replace(
                 config,
                 budget={
                     k: v if args.baseline else Limit(max=v.max)
                     for k, v in config.budget.items()
-                    if k in STATIC_BUDGET and (args.baseline or v.max is not None)
+                    if k in static and (args.baseline or v.max is not None)
                 },
             )
     except cfg.ConfigError as exc:
@@ -282,7 +290,8 @@ def _check(args: argparse.Namespace) -> int:
     if missing:
         print(f"modelgate: no such file or folder: {missing[0]}", file=sys.stderr)
         return EXIT_USAGE
-    paths = engine.expand_paths(args.paths)
+    found = engine.discover.discover(args.paths)
+    paths = found.files
     if not paths:
         print("modelgate: no model files found", file=sys.stderr)
         return EXIT_USAGE
@@ -298,7 +307,7 @@ def _check(args: argparse.Namespace) -> int:
             print(f"modelgate: {exc}", file=sys.stderr)
             return EXIT_USAGE
     report = engine.run(paths, config, cli_inputs, jobs=args.jobs, timeout=args.timeout,
-                        baselines=baselines)  # fmt: skip
+                        baselines=baselines, found=found)  # fmt: skip
     for model, path in zip(report.models, paths, strict=True):
         if path in missing_baselines:
             model.notes.append(missing_baselines[path])

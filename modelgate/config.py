@@ -53,6 +53,7 @@ class Config:
     path: str | None = None
     root: str = "."
     targets: tuple[str, ...] = TARGETS
+    asked_targets: tuple[str, ...] = ()  # targets the config or --target named (not defaults)
     inputs: tuple[InputSpec, ...] = ()
     input_source: str | None = None  # config | cli
     rules: dict[str, RuleSetting] = field(default_factory=dict)  # by rule id
@@ -289,6 +290,7 @@ def from_dict(doc: dict[str, Any], source: str = "config") -> Config:
     )
     return Config(
         targets=tuple(doc.get("targets", TARGETS)),
+        asked_targets=tuple(doc.get("targets", ())),
         inputs=inputs,
         input_source="config" if inputs else None,
         rules=rules,

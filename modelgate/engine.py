@@ -12,36 +12,20 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 
-from modelgate import loaders
+from modelgate import discover, loaders
 from modelgate.config import Config, InputSpec
 from modelgate.finding import Finding, Problem, severity_rank
 from modelgate.graph import ModelGraph, ValueInfo
 from modelgate.report import ModelReport, Report
 from modelgate.rule import Note, Skip
 
-# What a directory walk picks up; files named explicitly are read whatever their name.
-MODEL_SUFFIXES = (
-    ".pt", ".pth", ".pt2", ".ckpt", ".bin", ".onnx", ".safetensors", ".torchscript", ".ptl",
-    ".pkl", ".pickle", ".model",
-)  # fmt: skip
+MODEL_SUFFIXES = discover.MODEL_SUFFIXES  # what a directory walk picks up
 
 
 def expand_paths(paths: Iterable[str]) -> list[str]:
-    """Files as given, and model files (by suffix) under folders, in a stable order."""
-    out: list[str] = []
-    for path in paths:
-        if os.path.isdir(path):
-            found = []
-            for folder, dirs, files in os.walk(path):
-                dirs[:] = sorted(d for d in dirs if not d.startswith(".") and d != "node_modules")
-                found.extend(
-                    os.path.join(folder, f) for f in files if f.lower().endswith(MODEL_SUFFIXES)
-                )
-            out.extend(sorted(found))
-        else:
-            out.append(path)
-    seen: set[str] = set()
-    return [p for p in out if not (p in seen or seen.add(p))]  # type: ignore[func-returns-value]
+    """Files as given, and model files under folders, in a stable order (a sharded
+    checkpoint's index for its shards, no ONNX external data: see :mod:`modelgate.discover`)."""
+    return discover.discover(list(paths)).files
 
 
 def display_path(path: str) -> str:
@@ -73,6 +57,9 @@ def apply_inputs(graph: ModelGraph, specs: tuple[InputSpec, ...], source: str | 
     graph.input_source = source
 
 
+TARGET_RULE = "MG003"  # the targets' op check: config.asked_targets count only while it runs
+
+
 @dataclass
 class _Outcome:
     findings: list[Finding] = field(default_factory=list)
@@ -87,6 +74,9 @@ def run_rules(
     from modelgate.rules import REGISTRY
 
     outcome = _Outcome()
+    unread = 0
+    # the targets whose op check (MG003) the config or --target asked for, not the defaults
+    asked = list(config.asked_targets) if config.setting(TARGET_RULE).enabled else []
     for module in REGISTRY:
         setting = config.setting(module.ID)
         if not setting.enabled or (needs is not None and needs != module.NEEDS):
@@ -94,6 +84,7 @@ def run_rules(
         if module.NEEDS == "budget" and not graph.metadata.get("budget"):
             continue  # judged by modelgate.budget once every model was checked
         if module.NEEDS != "file" and graph.unreadable is not None:
+            unread += 1
             continue
         if module.NEEDS == "graph" and not graph.has_graph:
             outcome.skipped[module.ID] = _no_graph_reason(graph)
@@ -103,6 +94,7 @@ def run_rules(
         options = {name: opt.default for name, opt in module.OPTIONS.items()}
         options.update(setting.options)
         options["targets"] = list(config.targets)
+        options["asked_targets"] = asked
         severity = setting.severity or module.SEVERITY
         try:
             for item in module.check(graph, options):
@@ -115,6 +107,8 @@ def run_rules(
                 outcome.findings.append(_stamp(module, severity, item, display))
         except Exception as exc:  # a rule bug is reported, not raised into someone's CI log
             outcome.skipped[module.ID] = f"internal error in the rule: {type(exc).__name__}: {exc}"
+    if unread:  # one line, not one per rule: MG902 says what is wrong with the file
+        outcome.notes.append(f"{unread} other rules did not run: the file could not be read")
     return outcome
 
 
@@ -251,12 +245,14 @@ def run(
     timeout: float | None = None,
     baselines: dict[str, str] | None = None,
     baseline_names: dict[str, tuple[str, str | None]] | None = None,
+    found: discover.Discovery | None = None,
 ) -> Report:
     """Check every path, each in a worker process (``jobs`` at a time, default the CPU count;
     ``timeout`` seconds per model, default the config's), reported in the order given.
     ``baselines`` maps a path to an older version, checked alongside for deltas (shown as
     ``baseline_names[path]``: its path and git ref, when it was exported from git); then the
-    budget judges every model."""
+    budget judges every model. ``found`` (what :func:`modelgate.discover.discover` made of the
+    paths given) adds a note of what a folder scan checked and skipped."""
     from modelgate import baseline, budget, parallel
 
     limit = config.timeout if timeout is None else timeout
@@ -275,4 +271,9 @@ def run(
     budget.apply(report, config)
     finish(report, config)
     baseline.finish_findings(report, twins)
+    if found is not None:
+        report.notes[:0] = found.notes
+        scanned = discover.summary(found, report.models)
+        if scanned:
+            report.notes.insert(0, scanned)
     return report

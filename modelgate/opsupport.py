@@ -6,7 +6,8 @@ decomposition table, the legacy exporter's symbolic registry, and decompositions
 torch's own OpInfo samples), so the rule runs without torch or coremltools installed, as in a
 pre-commit hook. When the installed coremltools is a different version from the snapshot's,
 its live registry is used instead. The only hand-written logic mirrors the converters' own
-name handling, and each piece cites where.
+name handling, and each piece cites where. The graph passes the converters run before looking
+ops up are not mirrored here: the TorchScript loader runs them (``converter_views``).
 """
 
 from __future__ import annotations
@@ -56,9 +57,10 @@ def ct_unify_inplace(op_kind: str) -> str:
 
 
 def ct_torchscript_key(kind: str) -> str:
-    """TorchScript lookup: internal_graph.py:208 sanitizes ``node.kind()``; the registry's
-    ``get_func`` (torch_op_registry.py:20-29) also unifies in-place names."""
-    return ct_unify_inplace(ct_sanitize(kind))
+    """TorchScript lookup: internal_graph.py:208 sanitizes ``node.kind()``, and the registry's
+    ``get_func`` (torch_op_registry.py:20-29) sanitizes that again and unifies in-place names.
+    Twice matters: "aten::__getitem__" -> "__getitem__" -> "getitem"."""
+    return ct_unify_inplace(ct_sanitize(ct_sanitize(kind)))
 
 
 def ct_exported_key(name: str) -> str:
@@ -73,7 +75,9 @@ def ct_exported_key(name: str) -> str:
 # coremltools deletes prim::GetAttr before lookup (torchir_passes.py:232-256, converter.py:608).
 _CT_TS_REMOVED = {"getattr"}
 # The legacy ONNX exporter's TorchScript passes remove these before symbolic dispatch
-# (torch/onnx/_internal/torchscript_exporter/utils.py, _optimize_graph).
+# (torch/onnx/_internal/torchscript_exporter/utils.py, _optimize_graph). Only for graphs that
+# did not go through those passes: the TorchScript loader runs them (converter_views), and
+# MG003 then judges what they leave.
 _ONNX_TS_REMOVED = {
     "prim::GetAttr", "prim::NumToTensor", "aten::Int", "aten::Float", "aten::ScalarImplicit",
     "prim::ImplicitTensorToNum", "prim::TupleUnpack", "prim::TupleIndex",

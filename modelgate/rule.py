@@ -85,3 +85,16 @@ def human_bytes(n: float) -> str:
 def dims(shape: tuple[Any, ...]) -> str:
     """(36864, 1024) -> "36864x1024"."""
     return "x".join(str(d) for d in shape)
+
+
+def not_compressed(checks: dict[str, Any]) -> str | None:
+    """Why no preset ran (the checks as a whole, or the Core ML conversion they need), or None;
+    MG103 and MG105 say it the same way."""
+    if checks.get("skipped"):
+        return f"not compressed: {checks['skipped']}"
+    coreml = checks.get("coreml") or {}
+    if coreml.get("ok") is None and coreml.get("skipped"):
+        return f"not compressed: {coreml['skipped']}"
+    if coreml.get("ok") is False:
+        return "not compressed: the Core ML conversion failed (MG101)"
+    return None

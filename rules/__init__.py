@@ -17,6 +17,7 @@ from . import (
     mg103_compression_skipped_layers,
     mg104_unreliable_measurement,
     mg105_compression_failed,
+    mg106_check_not_run,
     mg301_size_budget,
     mg302_latency_budget,
     mg303_drift_budget,
@@ -24,6 +25,7 @@ from . import (
     mg901_unsafe_pickle,
     mg902_unreadable_model,
     mg903_native_code,
+    mg904_weights_only_globals,
 )
 
 REGISTRY = Registry(
@@ -40,6 +42,7 @@ REGISTRY = Registry(
         mg103_compression_skipped_layers,
         mg104_unreliable_measurement,
         mg105_compression_failed,
+        mg106_check_not_run,
         mg301_size_budget,
         mg302_latency_budget,
         mg303_drift_budget,
@@ -47,5 +50,6 @@ REGISTRY = Registry(
         mg901_unsafe_pickle,
         mg902_unreadable_model,
         mg903_native_code,
+        mg904_weights_only_globals,
     ]
 )

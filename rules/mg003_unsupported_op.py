@@ -9,8 +9,23 @@ TorchScript, which only it can export), including what each op is decomposed int
 snapshot generated from the installed converters ships with modelgate, so this runs without
 them; a different installed coremltools version is read live.
 
-For ONNX files and the `onnx` target, flags ops outside the ONNX standard at the model's
-opset. Core ML has no ONNX frontend (coremltools 6 removed it): check the PyTorch model.
+A TorchScript graph is judged as each converter sees it: the graph passes coremltools and
+torch.onnx run before they look ops up are run on copies of it (coremltools turns a constant
+`chunk` into `prim::ConstantChunk` and stops once the outputs exist; torch.onnx erases
+`aten::Bool` and number casts, and deletes an unused `assert` / `raise`).
+
+When the target's real conversion ran (`--convert`), its outcome decides: after a conversion
+that worked, the predictions for that target are dropped and a note says what was predicted;
+after one that failed on an op, each finding says whether the converter failed on it or had
+stopped before reaching it.
+
+For ONNX files and the `onnx` target, flags what the installed ONNX Runtime's CPU provider
+cannot load: an opset newer than it supports, ops it does not know, ops without a kernel
+for their version and input types (from its kernel registry), and values that one type
+constraint binds to two types, including ops inside control-flow bodies and local functions
+(calls of a local function are not ops to look up). Without onnxruntime, ops outside the
+ONNX standard at the model's opset, and a note that kernels were not checked. Core ML has no
+ONNX frontend (coremltools 6 removed it): check the PyTorch model.
 
 ## Why is this bad?
 coremltools and torch.onnx stop at the FIRST op they cannot convert. A model with five such
@@ -58,82 +73,137 @@ _FIX = {
     "onnx": "rewrite it with ops torch.onnx exports, or register a custom ONNX function "
     "(torch.onnx.export(..., custom_translation_table=...))",
 }
-_STANDARD_DOMAINS = {"", "ai.onnx", "ai.onnx.ml", "onnx"}
-_RUNTIME_DOMAINS = {"com.microsoft"}  # ONNX Runtime's contrib ops
+_LABEL = {"coreml": "Core ML", "onnx": "ONNX"}
+# the stage a failed conversion names (modelgate/checks/steps.py); after it, the export worked
+_CONVERTING = {"coreml": "converting to Core ML", "onnx": "exporting to ONNX"}
+_RUN = {"coreml": "Core ML conversion", "onnx": "ONNX export"}
+_AFTER_EXPORT = {"running onnx.checker", "creating an ONNX Runtime session"}
 
 
 def check(graph: ModelGraph, options: dict) -> Iterator[Problem | Skip | Note]:
     targets = options.get("targets", [])
     if graph.format == "onnx":
+        if "coreml" in targets:
+            yield Skip("coreml: Core ML has no ONNX frontend (coremltools 6 removed it): "
+                       "check the PyTorch model")  # fmt: skip
         if "onnx" in targets:
             yield from _onnx_file(graph)
         return
     support = opsupport.load()
     fmt = "torchscript" if graph.format == "torchscript" else "exported_program"
     dialect = graph.metadata.get("dialect")
-    verdicts: dict[tuple[str, str], opsupport.Verdict | None] = {}
-    unknown: dict[str, set[str]] = {}
-    seen: set[tuple[str, str, str | None, object]] = set()
-    for op in graph.ops:
-        name = opsupport.overload_name(op)
-        for target in targets:
-            if (target, name) not in verdicts:
-                verdicts[(target, name)] = (
+    views = graph.metadata.get("converter_ops") or {}
+    for target in targets:
+        verdicts: dict[str, opsupport.Verdict | None] = {}
+        unknown: set[str] = set()
+        flagged: list[tuple[Op, str, str]] = []
+        seen: set[tuple[str, str | None, object]] = set()
+        for op in views.get(target, graph.ops):  # the graph as this converter sees it
+            name = opsupport.overload_name(op)
+            if name not in verdicts:
+                verdicts[name] = (
                     support.coreml(name, fmt, dialect) if target == "coreml"
                     else support.onnx(name, fmt)
                 )  # fmt: skip
-            verdict = verdicts[(target, name)]
+            verdict = verdicts[name]
             if verdict is None:
                 continue
             if verdict.status == "unknown":
-                unknown.setdefault(target, set()).add(name)
+                unknown.add(name)
                 continue
-            site = (target, name, op.module, op.source)
-            if site in seen:
-                continue
-            seen.add(site)
-            yield _problem(graph, op, name, target, verdict.reason)
-    for target, names in sorted(unknown.items()):
+            site = (name, op.module, op.source)
+            if site not in seen:
+                seen.add(site)
+                flagged.append((op, name, verdict.reason))
+        yield from _judged(graph, target, flagged, unknown)
+
+
+def _judged(
+    graph: ModelGraph, target: str, flagged: list[tuple[Op, str, str]], unknown: set[str]
+) -> Iterator[Problem | Note]:
+    """The predictions for one target, decided by its real conversion when one ran."""
+    run = _RUN[target]
+    outcome, result = _measured(graph, target)
+    if outcome == "converted":
+        if flagged or unknown:
+            names = sorted({name for _, name, _ in flagged} | unknown)
+            shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+            yield Note(
+                f"{target}: predicted that {len(names)} op(s) would not convert "
+                f"({shown}), but the {run} succeeded: the prediction was dropped"
+            )
+        return
+    failed_at = _bare(result.get("op") or "") if outcome == "failed" else ""
+    for op, name, reason in flagged:
+        if outcome != "failed":
+            said = reason
+        elif not failed_at:
+            said = f"{reason} (the {run} failed too, without naming an op)"
+        elif _bare(name) == failed_at:
+            said = f"{reason}; the {run} failed on it"
+        else:  # the converter stops at its first failure: this one comes after
+            said = f"{reason} (not reached: the {run} failed earlier, at {result['op']!r})"
+        yield _problem(graph, op, name, target, said)
+    if unknown:
         yield Note(
-            f"{target}: {len(names)} op(s) are rewritten by the converter into ops modelgate "
-            f"has no record of, so their support is unknown: {', '.join(sorted(names)[:5])}"
+            f"{target}: {len(unknown)} op(s) are rewritten by the converter into ops modelgate "
+            f"has no record of, so their support is unknown: {', '.join(sorted(unknown)[:5])}"
         )
 
 
+def _measured(graph: ModelGraph, target: str) -> tuple[str | None, dict]:
+    """("converted" | "failed", the result) when the target's real conversion ran
+    (``--convert``; modelgate.checks.pipeline stores it before the rules run), else None.
+    Conversions that timed out, crashed or never started say nothing about ops."""
+    result = (graph.metadata.get("checks") or {}).get(target)
+    if not isinstance(result, dict) or result.get("ok") is None:
+        return None, {}
+    if result.get("ok"):
+        return "converted", result
+    stage = result.get("stage") or ""
+    if target == "onnx" and stage in _AFTER_EXPORT:
+        return "converted", result  # exported; onnx.checker or ONNX Runtime failed (MG102)
+    if (result.get("kind") or "error") != "error" or not stage.startswith(_CONVERTING[target]):
+        return None, {}
+    return "failed", result
+
+
+def _bare(name: str) -> str:
+    """How converters' errors name an op: "aten::add_.Tensor" -> "add"."""
+    name = name.split("::")[-1].split(".")[0]
+    return name.strip("_").lower()
+
+
 def _problem(graph: ModelGraph, op: Op, name: str, target: str, reason: str) -> Problem:
-    label = {"coreml": "Core ML", "onnx": "ONNX"}[target]
     where = f"{op.module}: " if op.module else ""
     return Problem(
-        f"{where}{name} will not convert to {label}: {reason}",
+        f"{where}{name} will not convert to {_LABEL[target]}: {reason}",
         Location(graph.path, module=op.module, op=name, source=op.source),
         fix=_FIX[target],
         key=f"{target}:{name}:{op.module or op.name}",
     )
 
 
-def _onnx_file(graph: ModelGraph) -> Iterator[Problem]:
-    import onnx
+def _onnx_file(graph: ModelGraph) -> Iterator[Problem | Note]:
+    from modelgate import onnx_support
 
-    opsets = graph.metadata.get("opsets", {})
-    seen: set[tuple[str, str | None]] = set()
-    for op in graph.ops:
-        domain = op.namespace
-        domain_key = "" if domain in ("onnx", "ai.onnx") else domain
-        if domain_key in _RUNTIME_DOMAINS or (op.target, op.module) in seen:
-            continue
-        if domain_key in _STANDARD_DOMAINS:
-            version = int(opsets.get(domain_key or "ai.onnx", 0) or 0)
-            try:
-                onnx.defs.get_schema(op.opname, max_inclusive_version=version, domain=domain_key)
-                continue
-            except onnx.defs.SchemaError:
-                reason = f"not in the ONNX standard at opset {version}"
-        else:
-            reason = f"custom domain {domain!r}: runtimes need its custom-op library"
-        seen.add((op.target, op.module))
-        yield Problem(
-            f"{op.module or op.name}: {op.opname} is {reason}",
-            Location(graph.path, module=op.module, op=op.name, source=op.source),
-            fix="export with a newer opset, or replace the op; custom ops need a runtime library",
-            key=f"onnx:{op.target}:{op.module or op.name}",
+    issues, note = onnx_support.check(graph)
+    session = ((graph.metadata.get("checks") or {}).get("onnx") or {}).get("ok")
+    if session is True and issues:  # measured beats predicted: ONNX Runtime loaded the file
+        names = ", ".join(sorted({i.op.opname if i.op else i.key or "?" for i in issues})[:5])
+        yield Note(
+            f"onnx: predicted that {len(issues)} node(s) would not load ({names}), but the "
+            "ONNX Runtime session was created: the prediction was dropped"
         )
+        issues = []
+    for issue in issues:
+        op = issue.op
+        yield Problem(
+            issue.message,
+            Location(graph.path, module=op.module if op else None, op=op.name if op else None,
+                     source=op.source if op else None),
+            fix=issue.fix,
+            key=issue.key,
+        )  # fmt: skip
+    if note:
+        yield Note(note)

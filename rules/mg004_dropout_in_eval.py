@@ -77,7 +77,9 @@ def _active(op: Op, graph: ModelGraph) -> str | None:
         if _truthy(op.args.get("training", True), graph, op):
             return "batch norm uses batch statistics (training=True)"
     elif op.target == "onnx::Dropout":
-        if len(op.inputs) >= 3 and op.inputs[2]:
+        mode = op.inputs[2] if len(op.inputs) >= 3 else ""
+        # a graph input is chosen by the caller at run time (ONNX's default is inference)
+        if mode and mode not in {v.name for v in graph.inputs}:
             return "Dropout has a training_mode input"
     elif op.target == "onnx::BatchNormalization" and op.args.get("training_mode") == 1:
         return "BatchNormalization has training_mode=1"

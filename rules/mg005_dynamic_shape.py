@@ -1,10 +1,12 @@
 """Inputs with dynamic dimensions, and ops whose output shape depends on the data.
 
 ## What it does
-For the `coreml` target (ONNX takes dynamic dimensions as they are): for each model input,
-names every dimension that is not a fixed number (a symbol such as
-`s77` in a `torch.export` program, a `dim_param` such as `batch` in ONNX) and says what each
-target needs. Also flags ops whose output shape depends on input values (`nonzero`, `unique`,
+For the `coreml` target (ONNX takes dynamic dimensions as they are): one finding per model
+input that lists every dimension that is not a fixed number, with its range, and the
+`ct.TensorType` that declares them. A `torch.export` program names them by symbol (`s77`):
+`torch.export.save` does not record the `Dim` names the export was given (torch 2.13 keeps the
+symbols and their ranges in `range_constraints` only); an ONNX `dim_param` keeps its name
+(`batch`). Also flags ops whose output shape depends on input values (`nonzero`, `unique`,
 `masked_select`, ONNX `NonZero`, ...).
 
 ## Why is this bad?
@@ -38,7 +40,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from modelgate.finding import Location, Problem
-from modelgate.graph import ModelGraph, shape_str
+from modelgate.graph import ModelGraph, ValueInfo, shape_str
 from modelgate.rule import Option
 
 ID = "MG005"
@@ -69,35 +71,15 @@ def check(graph: ModelGraph, options: dict) -> Iterator[Problem]:
         return  # ONNX and ONNX Runtime take dynamic dimensions as they are
     allowed = set(options["allow_dims"])
     for value in graph.inputs:
+        dynamic = []
         for index in value.dynamic_dims:
             dim = value.shape[index] if value.shape else None
             name = str(dim) if dim is not None else "?"
-            if name in allowed:
-                continue
-            low, high = _range(graph, name) if dim is not None else (None, None)
-            if high is not None:
-                need = (
-                    f"Core ML needs it declared: ct.RangeDim({max(low or 1, 1)}, {high}) "
-                    "or ct.EnumeratedShapes"
-                )
-            else:
-                need = (
-                    "Core ML needs it fixed or bounded: ct.RangeDim(lower, upper) with an "
-                    "upper bound, or ct.EnumeratedShapes"
-                )
-            span = (
-                f", range {low if low is not None else '?'}..{high if high is not None else '∞'}"
-                if name in graph.symbols
-                else ""
-            )
-            yield Problem(
-                f"input {value.name} {shape_str(value.shape)}: dimension {index} is dynamic "
-                f"({name}{span}); {need}",
-                Location(graph.path, input=value.name),
-                fix="export with the shape the device uses, or bound the dimension "
-                "(torch.export.Dim(name, min=..., max=...)) and declare it to the converter",
-                key=f"input:{value.name}:{index}",
-            )
+            if name not in allowed:
+                low, high = _range(graph, name) if dim is not None else (None, None)
+                dynamic.append((index, name, low, high))
+        if dynamic:
+            yield _input_problem(graph, value, dynamic)
     for op in graph.ops:
         if op.target not in _DATA_DEPENDENT:
             continue
@@ -108,3 +90,46 @@ def check(graph: ModelGraph, options: dict) -> Iterator[Problem]:
             "so the output shape does not depend on the data",
             key=f"op:{op.module or op.name}:{op.target}",
         )
+
+
+def _input_problem(
+    graph: ModelGraph, value: ValueInfo, dynamic: list[tuple[int, str, int | None, int | None]]
+) -> Problem:
+    """One finding per input, naming each of its dynamic dimensions."""
+    indices, details = [], []
+    for index, name, low, high in dynamic:
+        span = ""
+        if name in graph.symbols:
+            span = f", range {low if low is not None else '?'}..{high if high is not None else '∞'}"
+        indices.append(str(index))
+        details.append(f"{name}{span}")
+    if len(indices) == 1:
+        said = f"dimension {indices[0]} is dynamic ({details[0]})"
+    else:
+        said = (
+            f"dimensions {', '.join(indices[:-1])} and {indices[-1]} are dynamic "
+            f"({'; '.join(details)})"
+        )
+    if all(high is not None for _, _, _, high in dynamic):
+        bounds = {index: (max(low or 1, 1), high) for index, _, low, high in dynamic}
+        shape = ", ".join(
+            f"ct.RangeDim({bounds[i][0]}, {bounds[i][1]})" if i in bounds else str(d)
+            for i, d in enumerate(value.shape or ())
+        )
+        comma = "," if len(value.shape or ()) == 1 else ""  # a 1-tuple
+        need = (
+            f"Core ML needs {'it' if len(indices) == 1 else 'them'} declared: "
+            f"ct.TensorType(shape=({shape}{comma})) or ct.EnumeratedShapes"
+        )
+    else:
+        need = (
+            f"Core ML needs {'it' if len(indices) == 1 else 'them'} fixed or bounded: "
+            "ct.RangeDim(lower, upper) with an upper bound, or ct.EnumeratedShapes"
+        )
+    return Problem(
+        f"input {value.name} {shape_str(value.shape)}: {said}; {need}",
+        Location(graph.path, input=value.name),
+        fix="export with the shape the device uses, or bound the dimension "
+        "(torch.export.Dim(name, min=..., max=...)) and declare it to the converter",
+        key=f"input:{value.name}",
+    )

@@ -42,7 +42,7 @@ from collections.abc import Iterator
 
 from modelgate.finding import Location, Problem
 from modelgate.graph import ModelGraph
-from modelgate.rule import Option, dims, human_count
+from modelgate.rule import Option, Skip, dims, human_count, not_compressed
 
 ID = "MG103"
 NAME = "compression-skipped-layers"
@@ -58,8 +58,13 @@ OPTIONS = {
 }
 
 
-def check(graph: ModelGraph, options: dict) -> Iterator[Problem]:
+def check(graph: ModelGraph, options: dict) -> Iterator[Problem | Skip]:
     checks = graph.metadata.get("checks") or {}
+    if (checks.get("requested") or {}).get("compress"):  # said as MG105 says it
+        why = not_compressed(checks)
+        if why is not None:
+            yield Skip(why)
+            return
     total = graph.parameter_count or 0
     for preset, result in (checks.get("compress") or {}).items():
         if not isinstance(result, dict) or not result.get("ok"):

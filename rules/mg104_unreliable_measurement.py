@@ -8,6 +8,11 @@ Flags figures of the conversion and compression checks that would mislead:
 - compressed weights that could not be mapped back onto the torch model, so their error is
   missing from the drift;
 - a latency whose 90th percentile is far above its median: the machine was busy.
+- an ONNX file that ONNX Runtime loads but that could not be run on synthetic inputs: no
+  value can be made for an input (a sparse tensor, a float8 or 4-bit tensor numpy cannot
+  hold, a tensor of unknown rank), or the run failed on every set of values made (integer
+  inputs random in [0, 10), then all ones, then all zeros: they are often indices, axes or
+  divisors). The session check passed; the run and its latency were not measured.
 
 ## Why is this bad?
 A gate that reports 0.0001 drift for a model that answers every input with the same vector
@@ -37,7 +42,7 @@ from collections.abc import Iterator
 
 from modelgate.finding import Location, Problem
 from modelgate.graph import ModelGraph
-from modelgate.rule import Note, Option
+from modelgate.rule import Note, Option, Skip
 
 ID = "MG104"
 NAME = "unreliable-measurement"
@@ -60,8 +65,11 @@ def _drifts(checks: dict) -> Iterator[tuple[str, dict]]:
             yield preset, result["drift"]
 
 
-def check(graph: ModelGraph, options: dict) -> Iterator[Problem | Note]:
+def check(graph: ModelGraph, options: dict) -> Iterator[Problem | Note | Skip]:
     checks = graph.metadata.get("checks") or {}
+    if checks.get("skipped"):
+        yield Skip(f"nothing was measured: {checks['skipped']}")
+        return
     where = Location(graph.path)
     reference = checks.get("reference") or {}
     if reference.get("degenerate"):
@@ -92,6 +100,9 @@ def check(graph: ModelGraph, options: dict) -> Iterator[Problem | Note]:
                 "covers every compressed weight",
                 key=f"unmapped:{label}",
             )
+    run = (checks.get("onnx") or {}).get("run")
+    if isinstance(run, dict) and run.get("ok") is not True and run.get("error"):
+        yield _unrun(graph, run)
     latency = checks.get("latency") or {}
     median, p90 = latency.get("median_ms"), latency.get("p90_ms")
     if latency.get("noisy") and median and p90 and p90 / median > options["max_p90_ratio"]:
@@ -102,3 +113,23 @@ def check(graph: ModelGraph, options: dict) -> Iterator[Problem | Note]:
             fix="time on a quiet machine: fewer parallel jobs (-j 1), more runs (measure.runs)",
             key="noisy-latency",
         )
+
+
+def _unrun(graph: ModelGraph, run: dict) -> Problem:
+    if run.get("ok") is None:
+        message = (
+            f"ONNX Runtime loads the ONNX file, but it was not run: no synthetic value for "
+            f"{run['error']}; give sample inputs"
+        )
+    else:
+        message = (
+            f"ONNX Runtime loads the ONNX file, but running it on synthetic inputs failed: "
+            f"{run['error']}; give sample inputs the model accepts"
+        )
+    fix = (
+        "give the input shapes the model expects (--input-shape NAME=1x3x224x224 or inputs: "
+        "in the config); the session check itself passed"
+    )
+    if run.get("ok") is None and "rank" not in str(run["error"]):
+        fix = "modelgate cannot feed this input type yet; the session check itself passed"
+    return Problem(message, Location(graph.path), fix=fix, key="onnx-run")

@@ -34,7 +34,7 @@ from collections.abc import Iterator
 
 from modelgate.finding import Location, Problem
 from modelgate.graph import ModelGraph
-from modelgate.rule import Skip
+from modelgate.rule import Skip, not_compressed
 
 ID = "MG105"
 NAME = "compression-failed"
@@ -47,12 +47,9 @@ def check(graph: ModelGraph, options: dict) -> Iterator[Problem | Skip]:
     checks = graph.metadata.get("checks") or {}
     if not (checks.get("requested") or {}).get("compress"):
         return
-    if checks.get("skipped"):
-        yield Skip(f"not compressed: {checks['skipped']}")
-        return
-    coreml = checks.get("coreml") or {}
-    if coreml.get("ok") is None and coreml.get("skipped"):
-        yield Skip(f"not compressed: {coreml['skipped']}")
+    why = not_compressed(checks)
+    if why is not None:
+        yield Skip(why)
         return
     for preset, result in (checks.get("compress") or {}).items():
         if not isinstance(result, dict) or result.get("ok") is not False:

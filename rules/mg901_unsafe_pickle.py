@@ -56,21 +56,27 @@ _DANGEROUS = ("os.", "posix.", "nt.", "subprocess.", "builtins.", "sys.", "shuti
 
 def check(graph: ModelGraph, options: dict) -> Iterator[Problem]:
     for issue in graph.pickle_issues:
-        if issue.global_name is None:
-            message = f"{issue.member}: {issue.detail}"
-            fix = "a checkpoint of tensors never needs this: re-save the state dict or safetensors"
+        message = f"{issue.member}: {issue.detail}"
+        name = issue.global_name
+        if name is None:
+            fix = (
+                "a checkpoint of tensors never needs this: re-save the state dict or safetensors "
+                "(pickle.allow cannot admit a stream modelgate cannot follow)"
+            )
+        elif name.startswith(_DANGEROUS):
+            fix = (
+                f"do not load this file: {name} runs code; never add it to pickle.allow. "
+                "If the file is yours, re-save the state dict or safetensors"
+            )
         else:
-            message = f"{issue.member}: {issue.detail}"
-            if issue.global_name.startswith(_DANGEROUS) or issue.usage == "call":
-                fix = "do not load this file; if it is yours, re-save the state dict or safetensors"
-            else:
-                fix = (
-                    "save the state dict instead (torch.save(model.state_dict())), or if you "
-                    f'trust it, allow it: pickle: {{allow: ["{issue.global_name}"]}}'
-                )
+            trust = "a function it calls" if issue.usage == "call" else "its class"
+            fix = (
+                "save the state dict instead (torch.save(model.state_dict())), or if you "
+                f'trust {trust}, allow it in modelgate.yaml: pickle: {{allow: ["{name}"]}}'
+            )
         yield Problem(
             message,
             Location(graph.path, member=issue.member),
             fix=fix,
-            key=f"{issue.member}:{issue.global_name or 'stream'}",
+            key=f"{issue.member}:{name or 'stream'}",
         )

@@ -3,10 +3,15 @@
 ## What it does
 Reports a file modelgate cannot read, with a one-line reason: empty, truncated, random
 bytes, a git-lfs pointer instead of the model, a zip bomb or absurd sizes, a safetensors
-header whose offsets do not match its data, ONNX external data outside the model's folder,
-a zip that PyTorch and Python would read as two different archives, or a file that is no
-model at all. A model whose check crashed a reader or ran past the time limit (`timeout:`)
-is reported here too.
+header whose offsets do not match its data, ONNX external data outside the model's folder
+or shorter than its tensor, an ONNX graph ONNX Runtime refuses to build (a node cycle, a
+value that nothing or two nodes define), a truncated ONNX protobuf,
+a zip that PyTorch and Python would read as two different archives, a sharded checkpoint
+whose index and shards disagree (or a shard is missing), a FIFO, device or socket (refused
+without opening it), or a file that is no model at all. Training state (optimizer, scheduler,
+RNG state, Trainer arguments) is not "no model": it is scanned and reported as training state.
+A model whose check crashed a reader or ran past the time limit (`timeout:`) is reported here
+too.
 
 ## Why is this bad?
 What modelgate cannot read, a converter or `torch.load` cannot either, usually with a far

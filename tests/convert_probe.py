@@ -70,5 +70,22 @@ def main(path: str, target: str, shape: str) -> dict:
     return out
 
 
+def run_many(cases: list[tuple[str, str, str]]) -> list[dict]:
+    """:func:`main` for each (path, target, shape), each in its own fresh process, two at a
+    time (the tests' machine has two cores)."""
+    import subprocess
+    from concurrent.futures import ThreadPoolExecutor
+
+    def one(case: tuple[str, str, str]) -> dict:
+        proc = subprocess.run(
+            [sys.executable, __file__, *case], capture_output=True, text=True, timeout=300
+        )
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        return json.loads(proc.stdout.strip().splitlines()[-1])
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        return list(pool.map(one, cases))
+
+
 if __name__ == "__main__":
     print(json.dumps(main(sys.argv[1], sys.argv[2], sys.argv[3])))

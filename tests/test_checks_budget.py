@@ -171,7 +171,11 @@ def test_models_that_cannot_run_say_why(run_cli, models) -> None:
     code, out, _ = run_cli(
         "check", model, "--convert", "coreml", "--compress", "int8", "--format", "json"
     )
-    assert code == 0
+    assert code == 1  # asked-for checks that could not run fail the gate (MG106)
+    assert [(f["rule"], f["key"]) for f in _json(out)["findings"]] == [
+        ("MG106", "convert:coreml"),
+        ("MG106", "compress:int8"),
+    ]
     skipped = {s["rule"]: s["reason"] for s in _json(out)["skipped"]}
     reason = (
         "a state dict holds weights only, no architecture to convert or run: save the "

@@ -102,9 +102,15 @@ GITHUB = """\
 ::error file=models/net.pt2,title=modelgate (MG004)::drop: dropout (p=0.2) is active%0Afix: call model.eval()%0Acreated at /home/alice/train.py:7 (not in this repository)
 ::warning file=models/net.pt2,title=modelgate (MG005)::input x: dim 0 is dynamic, size|batch
 ::group::modelgate: full report
-::stop-commands::modelgate-30b928f7b7719479f24630963d4676e6
+::stop-commands::modelgate-ea200268949984ff3dde246356c04076
 FAIL  models/net.pt2  (torch export, 37.8M params)
-  error   MG001 oversized-linear  head (models/net.py:41)
+  metric      value  budget             vs baseline
+  size_mb     151    <= 100 not judged  +131
+  parameters  37.8M                     +32.8M
+  latency_ms  12.5   <= 30 ok           +2.5
+  baseline: models/net.pt2 at main@abc1234; 1 new finding(s), 1 fixed
+  fixed since the baseline: MG006 pool
+  error   MG001 oversized-linear  head (models/net.py:41)  [new]
           head: Linear 36864x1024 holds 37.7M parameters (151 MB, 98% of the model)
           fix: global pooling before the head
   error   MG004 dropout-in-eval  drop (/home/alice/train.py:7)
@@ -117,9 +123,9 @@ pass  models/ok.onnx  (onnx, 100.0K params)
   not checked: MG003: no input shapes: pass --input-shape
 
 note: unused ignore: "x/**" ignores MG004, which found nothing there
-::modelgate-30b928f7b7719479f24630963d4676e6::
+::modelgate-ea200268949984ff3dde246356c04076::
 ::endgroup::
-2 models checked: 1 failed; 2 error(s), 1 warning(s), 0 info
+2 models checked: 1 failed; 2 error(s), 1 warning(s), 0 info; 1 new against the baseline
 """  # noqa: E501
 
 MARKDOWN = """\

@@ -67,9 +67,10 @@ def test_engine_run_in_process_matches_the_cli(folder: Path, monkeypatch) -> Non
     from modelgate import config, engine
 
     monkeypatch.chdir(folder)
-    paths = engine.expand_paths(["."])
-    one = engine.run(paths, config.Config(), jobs=1).to_dict()
-    two = engine.run(paths, config.Config(), jobs=2).to_dict()
+    found = engine.discover.discover(["."])  # what the CLI does: its folder-scan note too
+    paths = found.files
+    one = engine.run(paths, config.Config(), jobs=1, found=found).to_dict()
+    two = engine.run(paths, config.Config(), jobs=2, found=found).to_dict()
     assert one == two
     assert one == json.loads(_check(folder)[1])
 

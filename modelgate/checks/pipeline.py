@@ -23,6 +23,7 @@ STATIC = ("macs", "peak_activation_mb")  # budgeted figures the graph view gives
 MARGIN = 5.0  # seconds of the model's time limit kept for the rules and the report
 _RUNNABLE = ("torchscript", "torch_export")
 _WEIGHTS_ONLY = ("state_dict", "checkpoint", "tensor", "safetensors")
+NO_ONNX_FRONTEND = "Core ML has no ONNX frontend (coremltools 6 removed it)"
 MODULES = {
     "coreml": ("torch", "numpy", "coremltools", "coremltools.optimize.coreml"),
     "palettize": ("sklearn.cluster",),
@@ -59,51 +60,68 @@ def _needs_run(config: Any) -> bool:
     return config.checks.active or any(k in limits for k in RUNS_MODEL)
 
 
-def cannot_run(graph: ModelGraph) -> str | None:
-    """Why modelgate will not load this model to convert or run it, or None."""
+def blocked(graph: ModelGraph) -> tuple[str, str | None] | None:
+    """(why modelgate will not load this model to convert or run it, what would let it),
+    or None."""
     if graph.unreadable is not None:
-        return "the file could not be read (MG902)"
+        return "the file could not be read (MG902)", None
     if graph.pickle_issues or graph.native_code:
         return (
             "loading this file would run code modelgate does not trust (MG901 / MG903); "
-            "nothing was converted or run"
+            "nothing was converted or run",
+            None,
         )
+    save = "save the model with torch.export.save (.pt2) or torch.jit.save"
     if graph.format in _WEIGHTS_ONLY:
-        return (
-            f"a {graph.format.replace('_', ' ')} holds weights only, no architecture to convert "
-            "or run: save the model with torch.export.save (.pt2) or torch.jit.save"
-        )
+        kind = graph.format.replace("_", " ")
+        return f"a {kind} holds weights only, no architecture to convert or run", save
     if graph.format == "pickled_module":
         return (
-            "a pickled nn.Module needs its Python class to load, and loading runs that code: "
-            "save the model with torch.export.save (.pt2) or torch.jit.save"
+            "a pickled nn.Module needs its Python class to load, and loading runs that code",
+            save,
         )
     if graph.format not in (*_RUNNABLE, "onnx"):
-        return f"a {graph.format.replace('_', ' ')} file cannot be converted or run"
+        return f"a {graph.format.replace('_', ' ')} file cannot be converted or run", None
     return None
+
+
+HOW_TO_SHAPE = "give input shapes with --input-shape NAME=1x3x224x224 or inputs: in the config"
 
 
 def input_specs(graph: ModelGraph) -> tuple[list[tuple[str, tuple[int, ...], str]], str | None]:
     """(name, shape, dtype) per model input, symbolic dims filled from their range (else 1);
-    or the reason there are none."""
-    how_to = "give input shapes with --input-shape NAME=1x3x224x224 or inputs: in the config"
+    or the reason there are none (what gives them: :data:`HOW_TO_SHAPE`)."""
     if not graph.inputs:
-        return [], f"the model does not record its input shapes: {how_to}"
+        return [], "the model does not record its input shapes"
     specs = []
     for value in graph.inputs:
-        if value.shape is None:
-            return [], f"the shape of input {value.name!r} is unknown: {how_to}"
-        dims = []
-        for dim in value.shape:
-            if isinstance(dim, int):
-                dims.append(dim)
-            elif isinstance(dim, str):
-                low = (graph.symbols.get(dim) or {}).get("min")
-                dims.append(max(int(low), 1) if isinstance(low, int) else 1)
-            else:
-                return [], f"input {value.name!r} has a dimension of unknown size: {how_to}"
-        specs.append((value.name, tuple(dims), value.dtype or "float32"))
+        spec = _spec(graph, value)
+        if isinstance(spec, str):
+            return [], spec
+        specs.append(spec)
     return specs, None
+
+
+def _spec(graph: ModelGraph, value: Any) -> tuple[str, tuple[int, ...], str] | str:
+    if value.shape is None:
+        return f"the shape of input {value.name!r} is unknown"
+    dims = []
+    for dim in value.shape:
+        if isinstance(dim, int):
+            dims.append(dim)
+        elif isinstance(dim, str):
+            low = (graph.symbols.get(dim) or {}).get("min")
+            dims.append(max(int(low), 1) if isinstance(low, int) else 1)
+        else:
+            return f"input {value.name!r} has a dimension of unknown size"
+    return (value.name, tuple(dims), value.dtype or "float32")
+
+
+def onnx_specs(graph: ModelGraph) -> list[tuple[str, tuple[int, ...], str]]:
+    """For an ONNX file: the inputs whose shapes are known (given or recorded); the step
+    makes values for the others from the file's own types (strings, sequences, optionals)."""
+    specs = [_spec(graph, value) for value in graph.inputs]
+    return [s for s in specs if not isinstance(s, str)]
 
 
 def run(graph: ModelGraph, config: Any, display: str, started: float | None = None) -> None:
@@ -120,17 +138,27 @@ def _run(graph: ModelGraph, config: Any, display: str, started: float | None) ->
     settings: CheckSettings = config.checks
     started = time.monotonic() if started is None else started
     checks: dict[str, Any] = {
-        "requested": {"convert": list(settings.converters), "compress": list(settings.compress)},
+        "requested": {
+            "convert": list(settings.converters),  # with Core ML when a preset implies it
+            "compress": list(settings.compress),
+            "asked": list(settings.convert),  # what convert: / --convert named
+        },
     }
     graph.metadata["checks"] = checks
     checks["graph"] = graphstats.stats(graph)
     if not _needs_run(config):
         return
-    reason = cannot_run(graph)
-    specs, why = input_specs(graph)
-    reason = reason or why
-    if reason is not None:
-        checks["skipped"] = reason
+    why = blocked(graph)
+    if graph.format == "onnx" and why is None:
+        specs = onnx_specs(graph)  # an ONNX file's session check needs no shapes
+    else:
+        specs, no_shapes = input_specs(graph)
+        if why is None and no_shapes is not None:
+            why = (no_shapes, HOW_TO_SHAPE)
+    if why is not None:
+        reason, fix = why
+        checks["skipped"] = f"{reason}: {fix}" if fix else reason
+        checks["skipped_why"] = {"reason": reason, "fix": fix}
         return
     checks["inputs"] = [{"name": n, "shape": list(s), "dtype": d} for n, s, d in specs]
     measure_settings = settings.measure
@@ -179,9 +207,7 @@ def _plan(
     out: list[tuple[str, Any, str | None]] = []
     if graph.format == "onnx":
         if "coreml" in converters:
-            why = (
-                "Core ML has no ONNX frontend (coremltools 6 removed it): convert the PyTorch model"
-            )
+            why = f"{NO_ONNX_FRONTEND}: convert the PyTorch model"
             out.append(("coreml", None, why))
         if "onnx" in converters or latency:
             out.append(("onnx", job("onnx", latency=latency, drift=False), None))
@@ -304,6 +330,10 @@ def _record(checks: dict[str, Any], target: str, job: Any, outcome: Any) -> None
         own["drift"] = results[f"{target}_drift"]
     elif failure is not None and failed_at == f"{target}_drift":
         own["drift"] = {"error": failure.reason}
+    if "onnx_run" in results and target == "onnx":
+        own["run"] = results["onnx_run"]
+    elif failure is not None and failed_at == "onnx_run" and target == "onnx":
+        own["run"] = {"ok": False, "error": failure.reason, "kind": failure.kind}
     if target != "coreml" or not own.get("ok"):
         return
     presets: dict[str, Any] = {}
@@ -446,6 +476,11 @@ def summarize(checks: dict[str, Any], static: dict[str, Any]) -> dict[str, Any]:
         out["latency"] = {**latency, "device": (checks.get("measure") or {}).get("device")}
     elif isinstance(latency, dict) and latency.get("error"):
         not_measured["latency_ms"] = f"timing failed: {latency['error']}"
+    run = (checks.get("onnx") or {}).get("run") or {}
+    if run.get("ok") is not True and run.get("error"):
+        not_measured.setdefault(
+            "latency_ms", f"not measured: ONNX Runtime did not run it: {run['error']}"
+        )
     if checks.get("skipped"):
         for key in RUNS_MODEL:
             not_measured.setdefault(key, f"not measured: {checks['skipped']}")

@@ -375,18 +375,88 @@ def _onnx(
 
 
 def _onnx_file(emit: Emit, job: Job) -> None:
-    """An ONNX model as given: the checker, a session, latency (nothing to compare with)."""
-    from modelgate.checks import onnx_export
+    """An ONNX file as given: ONNX Runtime's session decides (the checker's verdict is kept
+    beside it), then one run on synthetic inputs made from the file's own types (strings,
+    sequences, optionals, none at all), then the latency. A run that cannot be made or fails
+    on synthetic values is not the file's fault: it is reported as such (``run``)."""
+    import onnxruntime as ort
 
-    facts = {
+    from modelgate.checks import onnx_export, onnx_inputs
+
+    facts: dict[str, Any] = {
         "exporter": None,
         "bytes": onnx_export.files_bytes(job.path),
         "opset": onnx_export.opset(job.path),
     }
+    emit.stage("onnx: running onnx.checker")
+    try:
+        onnx_export.check(job.path)
+        facts["checker"] = "passed (full check)"
+    except Exception as exc:
+        facts["checker"] = f"failed: {type(exc).__name__}: {str(exc)[:300]}"
+    emit.stage("onnx: creating an ONNX Runtime session")
     settings = job.settings.measure
-    specs = [(shape, dtype) for _, shape, dtype in job.inputs]
-    samples = measure.synthetic_inputs(specs, settings.samples, settings.seed)
-    _onnx_run(emit, job, job.path, facts, samples, None)
+    try:
+        session = onnx_export.session(job.path, settings.threads)
+    except Exception as exc:
+        stage = "creating an ONNX Runtime session"
+        emit("onnx", {"ok": False, "stage": stage, **facts, **_error(exc, job)})
+        return
+    runtime = f"ONNX Runtime {ort.__version__} CPU"
+    emit("onnx", {"ok": True, "runtime": runtime, **facts})
+    emit.stage("onnx_run: running the ONNX Runtime session on synthetic inputs")
+    names = [i.name for i in session.get_inputs()]
+    given = {name: (tuple(shape), dtype) for name, shape, dtype in job.inputs}
+    try:
+        feed = onnx_inputs.feed(job.path, names, given, settings.seed)
+    except onnx_inputs.NoValue as exc:
+        emit("onnx_run", {"ok": None, "error": str(exc)})
+        return
+    shown = [{"name": n, **_shape_of(v)} for n, v in feed.items()]
+    outputs, error, used = None, None, None
+    for fill in onnx_inputs.INTEGER_FILLS:
+        if fill is not None:  # integers are often indices, axes or divisors: ones, then zeros
+            if not any(onnx_inputs.has_integers(v) for v in feed.values()):
+                break
+            feed = onnx_inputs.feed(job.path, names, given, settings.seed, integers=fill)
+        try:
+            outputs = session.run(None, feed)
+        except Exception as exc:
+            error = error or f"{type(exc).__name__}: {str(exc)[:300]}"  # the first attempt's
+            continue
+        used = fill
+        break
+    if outputs is None:
+        emit("onnx_run", {"ok": False, "error": error, "inputs": shown})
+        return
+    run: dict[str, Any] = {"ok": True, "inputs": shown, "outputs": len(outputs)}
+    if used is not None:
+        run["integers"] = f"all {used} (random values in [0, 10) failed: {error})"
+    emit("onnx_run", run)
+    if job.latency:
+        emit.stage("latency: timing ONNX Runtime")
+        try:
+            result = measure.latency(
+                lambda: session.run(None, feed), settings.warmup, settings.runs
+            )
+        except Exception as exc:
+            emit("latency", {"error": f"{type(exc).__name__}: {str(exc)[:300]}"})
+            return
+        result.update(runtime=runtime, threads=settings.threads, model="the ONNX file as given")
+        emit("latency", result)
+
+
+def _shape_of(value: Any) -> dict[str, Any]:
+    """What a synthetic input was, for the report: shape and dtype, or a sequence of them."""
+    if isinstance(value, list):
+        inner = _shape_of(value[0]) if value else {}
+        return {"sequence": len(value), **inner}
+    if isinstance(value, dict):
+        return {"map": len(value)}
+    return {
+        "shape": list(value.shape),
+        "dtype": "string" if value.dtype == object else str(value.dtype),
+    }
 
 
 def _onnx_run(

@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import os
+import stat
 
 from modelgate.graph import ModelGraph
 from modelgate.loaders.errors import NeedsExtra, Unreadable
@@ -85,9 +86,38 @@ def load(path: str, policy: Policy | None = None) -> ModelGraph:
     return graph
 
 
-def _load(path: str, graph: ModelGraph, policy: Policy) -> None:
+_SPECIAL = (
+    (stat.S_ISDIR, "is a directory"),
+    (stat.S_ISFIFO, "is a FIFO (named pipe)"),
+    (stat.S_ISSOCK, "is a socket"),
+    (stat.S_ISCHR, "is a character device"),
+    (stat.S_ISBLK, "is a block device"),
+)
+
+
+def regular_file(path: str) -> int:
+    """The size of ``path``, a regular file (after symlinks). A FIFO, device or socket is
+    refused before anything opens it: reading one blocks or never ends."""
     try:
-        graph.file_size = os.path.getsize(path)
+        mode = os.stat(path)
+    except OSError as exc:
+        raise Unreadable(f"cannot open: {exc.strerror or exc}") from None
+    if not stat.S_ISREG(mode.st_mode):
+        what = next((text for test, text in _SPECIAL if test(mode.st_mode)), "is no regular file")
+        if what == "is a directory":
+            raise Unreadable(what)
+        raise Unreadable(f"{what}, not a model file: refused without opening it")
+    return mode.st_size
+
+
+def _load(path: str, graph: ModelGraph, policy: Policy) -> None:
+    graph.file_size = regular_file(path)
+    from modelgate.loaders import sharded
+
+    if sharded.is_index(path):
+        sharded.load(path, graph, lambda shard, sub: _load(shard, sub, policy))
+        return
+    try:
         kind = sniff(path)
     except IsADirectoryError:
         raise Unreadable("is a directory") from None
@@ -118,8 +148,8 @@ def _load(path: str, graph: ModelGraph, policy: Policy) -> None:
 
         try:
             onnx_model.load(path, graph)
-        except Unreadable:
-            if path.lower().endswith(".onnx"):
+        except Unreadable as exc:
+            if path.lower().endswith(".onnx") or exc.reason.startswith("truncated ONNX protobuf"):
                 raise
             raise Unreadable(_unknown(path)) from None
     else:

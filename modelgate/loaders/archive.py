@@ -275,6 +275,7 @@ class ScanReport:
     pickles: list[str] = field(default_factory=list)  # member names scanned
     # main pickles read inertly during the scan (to learn which members are raw storages)
     objects: dict[str, Any] = field(default_factory=dict)
+    scans: dict[str, pickles.ScanResult] = field(default_factory=dict)  # the main pickles'
 
 
 def scan_archive(
@@ -301,6 +302,8 @@ def scan_archive(
     strict = True
     for name in main:
         result = _scan_pickle(archive, name, policy, report)
+        if result is not None:
+            report.scans[name] = result
         if result is None or result.blocking:
             strict = False  # storages unknown: stray bytes that look like pickles are noise
             continue

@@ -14,7 +14,11 @@ Two steps, both needed:
 
 The allow-list is what tensors and plain containers need (it mirrors torch's own
 ``weights_only`` unpickler), plus PyTorch's own ``torch.nn`` module classes in class position,
-so that a pickled ``nn.Module`` can be read as a module tree. Users extend it in the config.
+so that a pickled ``nn.Module`` can be read as a module tree, plus values training frameworks
+put into checkpoints that do nothing when rebuilt (``argparse.Namespace``, ``pathlib`` paths,
+``datetime`` values, ``collections`` containers, Lightning's ``AttributeDict``; see
+:data:`INERT`), each rebuilt as a stand-in of its shape. Users extend it in the config.
+Everything else stays out: fail closed.
 """
 
 from __future__ import annotations
@@ -103,8 +107,6 @@ TENSOR_REBUILDERS = frozenset(
 # Globals a checkpoint of tensors and plain containers needs, by how they may be used.
 _ALLOWED: dict[str, frozenset[str]] = {
     "collections.OrderedDict": frozenset({"call", "class", "ref"}),
-    "collections.Counter": frozenset({"call", "class", "ref"}),
-    "collections.defaultdict": frozenset({"call", "class", "ref"}),
     "builtins.set": frozenset({"call", "ref"}),
     "builtins.frozenset": frozenset({"call", "ref"}),
     "builtins.bytearray": frozenset({"call", "ref"}),
@@ -119,7 +121,6 @@ _ALLOWED: dict[str, frozenset[str]] = {
     "builtins.str": frozenset({"ref"}),
     "builtins.object": frozenset({"ref"}),
     "_codecs.encode": frozenset({"call"}),
-    "argparse.Namespace": frozenset({"call", "class"}),
     "torch.Size": frozenset({"call", "ref"}),
     "torch.device": frozenset({"call", "ref"}),
     "torch.Tensor": frozenset({"ref", "class"}),
@@ -134,6 +135,71 @@ _ALLOWED: dict[str, frozenset[str]] = {
     "numpy.ndarray": frozenset({"ref", "class"}),
     "numpy.dtype": frozenset({"call", "ref"}),
 }
+
+# Values training frameworks put into checkpoints, which do nothing when rebuilt: a class here
+# only stores what the pickle hands it (no __setstate__, __init__ or __reduce__ of its own that
+# runs code). Each is rebuilt as an inert stand-in of the same shape (a record, a dict, a list or
+# a str); torch's weights_only unpickler needs them added (rule MG904).
+_INERT_RECORDS = frozenset(
+    {
+        "argparse.Namespace",  # Lightning hyper_parameters, scripts that save their args
+        "types.SimpleNamespace",
+        *(f"pathlib.{c}" for c in ("Path", "PosixPath", "WindowsPath", "PurePath",
+                                   "PurePosixPath", "PureWindowsPath")),
+        *(f"pathlib._local.{c}" for c in ("Path", "PosixPath", "WindowsPath", "PurePath",
+                                          "PurePosixPath", "PureWindowsPath")),  # Python 3.13
+        *(f"datetime.{c}" for c in ("datetime", "date", "time", "timedelta", "timezone")),
+    }
+)  # fmt: skip
+_INERT_DICTS = frozenset(
+    {
+        "collections.Counter",
+        "collections.defaultdict",  # its default_factory is a global of its own, checked alone
+        # Lightning's dict with attribute access (no __setitem__ or __setstate__ of its own)
+        "lightning.fabric.utilities.data.AttributeDict",
+        "lightning_fabric.utilities.data.AttributeDict",
+        "lightning.pytorch.utilities.parsing.AttributeDict",
+        "pytorch_lightning.utilities.parsing.AttributeDict",
+    }
+)
+_INERT_LISTS = frozenset({"collections.deque"})
+_INERT_STRS = frozenset({"torch.torch_version.TorchVersion"})  # torch.__version__
+INERT = _INERT_RECORDS | _INERT_DICTS | _INERT_LISTS | _INERT_STRS
+_ALLOWED.update({name: frozenset({"call", "class", "ref"}) for name in INERT})
+
+# What torch.load(weights_only=True) accepts without add_safe_globals (torch 2.13's
+# _weights_only_unpickler._get_allowed_globals; a test compares the two).
+_TORCH_DEFAULT = frozenset(
+    {
+        "_codecs.encode", "builtins.bytearray", "builtins.complex", "builtins.set",
+        "collections.Counter", "collections.OrderedDict", "torch._tensor._rebuild_from_type_v2",
+        "torch.nn.parameter.Parameter", "torch.serialization._get_layout", "torch.Size",
+        "torch.Tensor", "torch.device", "torch.storage.TypedStorage",
+        "torch.storage.UntypedStorage",
+    }
+)  # fmt: skip
+_TENSOR_TYPES = ("BFloat16", "Bool", "Byte", "Char", "Double", "Float", "Half", "Int", "Long",
+                 "Short")  # fmt: skip
+_DTYPE_ALIASES = frozenset({"float", "double", "half", "long", "int", "short", "cfloat", "cdouble"})
+
+
+def torch_default_allows(name: str) -> bool:
+    """True when ``torch.load(weights_only=True)`` accepts global ``name`` by default."""
+    if name in _TORCH_DEFAULT:
+        return True
+    module, _, short = name.rpartition(".")
+    if module == "torch._utils":
+        return short in TENSOR_REBUILDERS
+    if module in ("torch", "torch.cuda") and short in STORAGE_DTYPES:
+        return short != "UntypedStorage" and not (module == "torch.cuda" and short[0] == "Q")
+    if module in ("torch", "torch.cuda", "torch.sparse", "torch.cuda.sparse"):
+        kind = short.removesuffix("Tensor")
+        if short.endswith("Tensor") and kind in _TENSOR_TYPES:
+            return not (module.endswith("sparse") and kind == "Bool")
+    if module == "torch":
+        return (short in TORCH_DTYPES and short not in _DTYPE_ALIASES) or short in QSCHEMES
+    return False
+
 
 # PyTorch's own layer classes: read as module structure when used as classes (NEWOBJ).
 # Module path segments are lower case and the class is the last segment: an attribute path
@@ -232,6 +298,22 @@ class _Mark:
     pass
 
 
+class _Built:
+    """What calling or instantiating a global left on the stack (to see what fills it)."""
+
+    __slots__ = ("name",)
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+
+def _built(value: object) -> object:
+    return _Built(value.name) if isinstance(value, _Global) else _ANY
+
+
+_FILL_OPS = {"SETITEM": "items", "SETITEMS": "items", "APPEND": "appends", "APPENDS": "appends"}
+
+
 _MARK = _Mark()
 _ANY = object()
 
@@ -243,6 +325,8 @@ class ScanResult:
     end: int = 0  # offset just past STOP
     persistent_ids: int = 0
     truncated: bool = False  # the data ended before STOP
+    # globals whose instances the pickle fills: "items" (SETITEM/S) or "appends" (APPEND/S)
+    filled: dict[str, set[str]] = field(default_factory=dict)
 
     @property
     def class_only(self) -> bool:
@@ -336,7 +420,7 @@ def scan(
                     for item in _pop_mark(stack, name, pos):
                         _use(result, item, "ref")
                     _use(result, found, "call")
-                    stack.append(_ANY)
+                    stack.append(_built(found))
             elif name == "STACK_GLOBAL":
                 if len(stack) < 2 or not all(type(v) is str for v in stack[-2:]):
                     raise _Unfollowable(f"STACK_GLOBAL at byte {pos} on values it cannot resolve")
@@ -370,16 +454,18 @@ def scan(
                 _need(stack, 2, name, pos)
                 _use(result, stack[-2], "call")
                 _use(result, stack[-1], "ref")
+                made = _built(stack[-2])
                 del stack[-2:]
-                stack.append(_ANY)
+                stack.append(made)
             elif name in ("NEWOBJ", "NEWOBJ_EX"):
                 n = 2 if name == "NEWOBJ" else 3
                 _need(stack, n, name, pos)
                 _use(result, stack[-n], "class")
                 for item in stack[-n + 1 :]:
                     _use(result, item, "ref")
+                made = _built(stack[-n])
                 del stack[-n:]
-                stack.append(_ANY)
+                stack.append(made)
             elif name == "OBJ":
                 items = _pop_mark(stack, name, pos)
                 if not items:
@@ -387,7 +473,7 @@ def scan(
                 _use(result, items[0], "call")
                 for item in items[1:]:
                     _use(result, item, "ref")
-                stack.append(_ANY)
+                stack.append(_built(items[0]))
             elif name == "BUILD":
                 _need(stack, 2, name, pos)
                 _use(result, stack[-2], "build")  # setting state on a class or function
@@ -399,6 +485,12 @@ def scan(
                     _need(stack, 1, name, pos)
                     _use(result, stack.pop(), "ref")
                 stack.append(_ANY)
+            elif name in _FILL_OPS:
+                target = _fill_target(stack, name)
+                _generic(stack, opcode, result, pos)
+                if isinstance(target, _Built):
+                    result.filled.setdefault(target.name, set()).add(_FILL_OPS[name])
+                    stack[-1] = target  # the container stays what it was
             elif name == "STOP":
                 _need(stack, 1, name, pos)
                 _use(result, stack[-1], "ref")
@@ -459,6 +551,17 @@ class _Unfollowable(Exception):
     pass
 
 
+def _fill_target(stack: list[object], name: str) -> object:
+    """The container SETITEM(S) / APPEND(S) fill (None when the stack is malformed)."""
+    if name in ("SETITEM", "APPEND"):
+        n = 3 if name == "SETITEM" else 2
+        return stack[-n] if len(stack) >= n else None
+    for i in range(len(stack) - 1, 0, -1):
+        if stack[i] is _MARK:
+            return stack[i - 1]
+    return None
+
+
 def _need(stack: list[object], n: int, name: str, pos: int) -> None:
     if len(stack) < n or any(v is _MARK for v in stack[-n:]):
         raise _Unfollowable(f"{name} at byte {pos} needs {n} stack values")
@@ -504,17 +607,23 @@ _LEGACY_PARTS = ("magic number", "protocol", "sys info", "object", "storage keys
 
 
 def scan_sequence(
-    data: bytes | memoryview | BinaryIO, label: str, policy: Policy
+    data: bytes | memoryview | BinaryIO,
+    label: str,
+    policy: Policy,
+    results: list[ScanResult] | None = None,
 ) -> tuple[list[int], list[int], list[PickleIssue], bool]:
     """Scan what ``torch.load`` unpickles from a non-zip stream, before anything runs.
 
     That is one pickle, or the legacy (pre-1.6) ``torch.save`` layout: five pickles back to
     back (magic number, protocol, sys info, the object, storage keys), raw storages after.
     The first pickle decides which: it is read inertly once scanned clean.
-    Returns the pickles' start and end offsets, their issues, and whether the data ended early.
+    Returns the pickles' start and end offsets, their issues, and whether the data ended early;
+    each pickle's :class:`ScanResult` is appended to ``results`` when given.
     """
     stream: BinaryIO = io.BytesIO(data) if isinstance(data, (bytes, memoryview)) else data
     first = scan(stream, label, policy)
+    if results is not None:
+        results.append(first)
     if first.truncated:
         return [], [], _found(first), True
     count = 1
@@ -529,6 +638,8 @@ def scan_sequence(
     for index in range(1, count):
         part = f"legacy pickle {index + 1} of 5 ({_LEGACY_PARTS[index]})"
         result = scan(stream, f"{label} {part}" if label != "pickle" else part, policy, ends[-1])
+        if results is not None:
+            results.append(result)
         if result.truncated:
             return starts, ends, issues + _found(result), True
         issues.extend(result.issues)
@@ -646,6 +757,58 @@ class Stub:
                     merged.update(part)
             return merged
         return state if isinstance(state, dict) else {}
+
+
+class InertDict(dict):
+    """A dict-like value (Counter, defaultdict, Lightning's AttributeDict), rebuilt as a dict."""
+
+    _qualname = "?"
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        if args and isinstance(args[0], dict):  # Counter({...}); defaultdict(factory) is not
+            self.update(args[0])
+
+    def __setstate__(self, state: Any) -> None:
+        self.__dict__["state"] = state
+
+    @property
+    def qualname(self) -> str:
+        return type(self)._qualname
+
+
+class InertList(list):
+    """A list-like value (deque), rebuilt as a list."""
+
+    _qualname = "?"
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        if args and isinstance(args[0], (list, tuple)):
+            self.extend(args[0])
+
+    def __setstate__(self, state: Any) -> None:
+        self.__dict__["state"] = state
+
+
+class InertStr(str):
+    """A str subclass (torch's TorchVersion), rebuilt as its text."""
+
+    _qualname = "?"
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> InertStr:
+        return super().__new__(cls, args[0] if args and isinstance(args[0], str) else "")
+
+    def __setstate__(self, state: Any) -> None:
+        pass
+
+
+def _inert_base(name: str) -> type:
+    if name in _INERT_DICTS:
+        return InertDict
+    if name in _INERT_LISTS:
+        return InertList
+    if name in _INERT_STRS:
+        return InertStr
+    return Stub
 
 
 class _StubCallable:
@@ -775,6 +938,8 @@ class InertUnpickler(pickle.Unpickler):
             return _DType(STORAGE_DTYPES[short])
         if owner == "torch" and short in QSCHEMES:
             return _DType(short)
+        if full in INERT:
+            return self._class(full, _inert_base(full))
         if _extra_allows(self._policy, full):
             return self._class(full)  # the user's own classes: inert, whatever their use
         if self._policy.allows(full, "call"):
@@ -785,12 +950,12 @@ class InertUnpickler(pickle.Unpickler):
             return _StubCallable(full)
         raise pickle.UnpicklingError(f"global {full} is not allowed")
 
-    def _class(self, full: str) -> type:
+    def _class(self, full: str, base: type = Stub) -> type:
         cls = self._classes.get(full)
         if cls is None:
             if len(self._classes) > _MAX_GLOBALS:
                 raise pickle.UnpicklingError("too many classes")
-            cls = type("Stub", (Stub,), {"_qualname": full})
+            cls = type(base.__name__, (base,), {"_qualname": full})
             self._classes[full] = cls
         return cls
 
@@ -828,6 +993,45 @@ def load_inert_keys(
     stream.seek(start)
     unpickler = InertUnpickler(stream, policy, class_stubs)
     return unpickler.load(), unpickler.storage_keys
+
+
+_NUMPY_DTYPE_CLASSES = {
+    "float64": "Float64", "float32": "Float32", "float16": "Float16", "int64": "Int64",
+    "int32": "Int32", "int16": "Int16", "int8": "Int8", "uint64": "UInt64", "uint32": "UInt32",
+    "uint16": "UInt16", "uint8": "UInt8", "bool": "Bool", "complex64": "Complex64",
+    "complex128": "Complex128",
+}  # fmt: skip
+
+
+def numpy_dtype_classes(obj: Any, limit: int = 1_000_000) -> set[str]:
+    """The ``numpy.dtypes`` classes of the numpy dtypes an inertly loaded object rebuilds:
+    torch's weights_only unpickler needs them (it checks the type of what BUILD sets state on),
+    although the pickle never names them."""
+    found: set[str] = set()
+    stack, seen = [obj], set()
+    while stack and len(seen) < limit:
+        item = stack.pop()
+        if isinstance(item, (str, bytes, int, float)) or item is None or id(item) in seen:
+            continue
+        seen.add(id(item))
+        code = None
+        if isinstance(item, NDArrayStub):
+            code = item.dtype
+        elif isinstance(item, _Record):
+            if item.name == "numpy.dtype" and item.args and isinstance(item.args[0], str):
+                code = item.args[0]
+            stack.extend(item.args)
+        elif isinstance(item, dict):
+            stack.extend(item.values())
+        elif isinstance(item, (list, tuple)):
+            stack.extend(item)
+        elif isinstance(item, Stub):
+            stack.extend([item.attributes, item.args, item.items])
+        if code is not None:
+            name = _NUMPY_CODES.get(code.lstrip("<>|="), code)
+            if name in _NUMPY_DTYPE_CLASSES:
+                found.add(f"numpy.dtypes.{_NUMPY_DTYPE_CLASSES[name]}DType")
+    return found
 
 
 def is_pickle(head: bytes) -> bool:

@@ -54,11 +54,15 @@ def load_zip(archive: Archive, graph: ModelGraph, policy: pickles.Policy) -> Non
     graph.pickle_issues.extend(report.issues)
     graph.native_code.extend(report.native)
     obj = report.objects.get(archive.prefix + "data.pkl")
+    scanned = report.scans.get(archive.prefix + "data.pkl")
+    results = [scanned] if scanned is not None else []
     if obj is None:  # unsafe (not read), or the scan could not read it: say why
         obj = _unpickle_member(archive, "data.pkl", graph, policy)
         if obj is None:
+            _training_arguments(results, graph)
             return
     _check_storages(obj, archive, graph)
+    _weights_only(results, obj, archive.where(archive.prefix + "data.pkl"), graph)
     interpret(obj, graph)
 
 
@@ -142,12 +146,14 @@ def load_pickle_stream(fh: BinaryIO, size: int, graph: ModelGraph, policy: pickl
     """
     graph.format = "torch_save"
     graph.metadata["layout"] = "pickle"
-    starts, ends, issues, incomplete = pickles.scan_sequence(fh, "pickle", policy)
+    results: list[pickles.ScanResult] = []
+    starts, ends, issues, incomplete = pickles.scan_sequence(fh, "pickle", policy, results)
     graph.pickle_issues.extend(issues)
     if incomplete:
         raise Unreadable("pickle stream ends early (truncated file?)")
     if any(i.usage != "class" for i in issues):
         graph.notes.append("the pickle was not read: it is unsafe")
+        _training_arguments(results, graph)
         return
     class_stubs = bool(issues)
     try:
@@ -163,9 +169,108 @@ def load_pickle_stream(fh: BinaryIO, size: int, graph: ModelGraph, policy: pickl
         raise Unreadable(f"cannot unpickle ({_short(exc)})") from None
     if legacy:
         _check_legacy_storages(fh, size, ends[4], obj, keys)
+        _weights_only(results, obj, "pickle", graph)
         interpret(obj, graph)
     else:
+        _weights_only(results, first, "pickle", graph)
         interpret(first, graph)
+
+
+# ---------------------------------------------------------------------------------------------
+# What torch.load(weights_only=True) will need (rule MG904)
+# ---------------------------------------------------------------------------------------------
+
+_FILLABLE = {"items": ("collections.OrderedDict", "collections.Counter"), "appends": ()}
+_FILL_OPCODES = {"items": "SETITEM(S), which it allows only on dict, OrderedDict and Counter",
+                 "appends": "APPEND(S), which it allows only on list"}  # fmt: skip
+
+
+def _weights_only(
+    results: list[pickles.ScanResult], obj: Any, member: str, graph: ModelGraph
+) -> None:
+    """Globals a clean pickle uses that ``torch.load(weights_only=True)`` rejects by default,
+    and containers it cannot fill even when they are allowed."""
+    unsafe = {i.global_name for i in graph.pickle_issues}
+    names: set[str] = set()
+    blocked: dict[str, str] = {}
+    for result in results:
+        names.update(result.globals)
+        for name, kinds in result.filled.items():
+            for kind in sorted(kinds):
+                if name not in _FILLABLE[kind]:
+                    blocked.setdefault(name, f"is filled item by item with {_FILL_OPCODES[kind]}")
+    needs = {n for n in names if not pickles.torch_default_allows(n) and n not in unsafe}
+    if any(n.endswith(".dtype") and n.startswith("numpy.") for n in needs):
+        needs |= pickles.numpy_dtype_classes(obj)
+    if needs or blocked:
+        graph.metadata["weights_only"] = {
+            "member": member,
+            "needs": sorted(needs),
+            "blocked": dict(sorted(blocked.items())),
+        }
+
+
+# ---------------------------------------------------------------------------------------------
+# Training state: optimizer, scheduler, RNG, grad scaler, Trainer arguments
+# ---------------------------------------------------------------------------------------------
+
+_RNG_KEYS = frozenset({"python", "numpy", "cpu", "cuda", "mps", "xpu", "npu", "hpu", "mlu",
+                       "musa", "generator"})  # fmt: skip
+_TRAINING_ARGS = re.compile(r"^transformers\.[\w.]*\.\w*TrainingArguments$")
+# Lightning checkpoint entries that are training state, not the model
+_LIGHTNING_STATE = ("optimizer_states", "lr_schedulers", "loops", "callbacks", "MixedPrecision")
+
+
+def training_state(obj: Any) -> str | None:
+    """What training state ``obj`` is (optimizer, scheduler, RNG, grad scaler), or None."""
+    if isinstance(obj, Stub) and _TRAINING_ARGS.match(obj.qualname):
+        return f"Trainer arguments ({obj.qualname})"
+    if not isinstance(obj, dict) or not obj or not all(isinstance(k, str) for k in obj):
+        return None
+    keys = set(obj)
+    if {"state", "param_groups"} <= keys and isinstance(obj["param_groups"], list):
+        states = obj["state"]
+        count = len(states) if isinstance(states, dict) else 0
+        groups = len(obj["param_groups"])
+        return (f"optimizer state: {count} parameter state{'s' if count != 1 else ''}, "
+                f"{groups} param group{'s' if groups != 1 else ''}")  # fmt: skip
+    if "last_epoch" in keys and keys & {"base_lrs", "_last_lr", "_step_count"}:
+        return f"LR scheduler state (last_epoch {obj['last_epoch']!r})"
+    if keys <= _RNG_KEYS and keys & {"python", "numpy", "cpu"}:
+        return f"RNG state ({', '.join(sorted(keys))})"
+    if {"scale", "growth_factor", "backoff_factor"} <= keys:
+        return "grad scaler state"
+    return None
+
+
+def _training_arguments(results: list[pickles.ScanResult], graph: ModelGraph) -> None:
+    """An unsafe pickle that rebuilds transformers' TrainingArguments (``training_args.bin``)
+    is still training state, not a failed model: say so (MG901 reports the globals)."""
+    for result in results:
+        for name in result.globals:
+            if _TRAINING_ARGS.match(name):
+                graph.format = "training_state"
+                graph.metadata["training_state"] = f"Trainer arguments ({name})"
+                graph.notes.append(
+                    f"training state, not a model: Trainer arguments ({name}); deployment never "
+                    "loads it, so it can be left out of the gate"
+                )
+                return
+
+
+def _state_summary(obj: Any) -> tuple[int, int]:
+    tensors = list(iter_tensors(obj))
+    return len(tensors), sum(_nbytes(t) for _, t in tensors)
+
+
+def _read_training_state(obj: Any, kind: str, graph: ModelGraph) -> None:
+    graph.format = "training_state"
+    graph.metadata["training_state"] = kind
+    count, nbytes = _state_summary(obj)
+    graph.notes.append(
+        f"training state, not a model: {kind}; {count} tensor{'s' if count != 1 else ''} "
+        f"({nbytes / 1e6:.1f} MB), scanned for unsafe pickles; model rules do not apply"
+    )
 
 
 def _check_legacy_storages(fh: BinaryIO, size: int, end: int, obj: Any, keys: Any) -> None:
@@ -265,6 +370,10 @@ def interpret(obj: Any, graph: ModelGraph) -> None:
         graph.format = "pickled_module"
         _read_module(obj, graph)
         return
+    state = training_state(obj)
+    if state is not None:
+        _read_training_state(obj, state, graph)
+        return
     direct = _tensor_dict(obj)
     if direct is not None:
         graph.format = "state_dict"
@@ -276,15 +385,48 @@ def interpret(obj: Any, graph: ModelGraph) -> None:
         return
     found = _find_model(obj)
     if found is None:
+        nested = _nested_training_state(obj)
+        if nested:
+            _read_training_state(obj, "; ".join(nested), graph)
+            return
         kind = type(obj).__name__ if not isinstance(obj, Stub) else obj.qualname
-        raise Unreadable(f"not a model: the pickle holds a {kind} without tensors")
+        held = "tensors" if any(True for _ in iter_tensors(obj)) else "no tensors"
+        raise Unreadable(f"not a model: the pickle holds a {kind} with {held} and no state dict")
     where, model = found
     graph.format = "checkpoint"
     graph.metadata["state_dict_key"] = where
+    nested = _nested_training_state(obj)
+    if nested:
+        graph.metadata["training_state"] = nested
+        graph.notes.append(f"also holds training state: {'; '.join(nested)}")
     if _is_module(model):
         _read_module(model, graph)
     else:
         _read_state_dict(model, graph)
+
+
+def _nested_training_state(obj: Any) -> list[str]:
+    """Training state a checkpoint carries beside the model (Lightning's ``optimizer_states``
+    and ``lr_schedulers``, a custom loop's ``optimizer`` entry)."""
+    if not isinstance(obj, dict):
+        return []
+    found = []
+    for key, value in obj.items():
+        if not isinstance(key, str):
+            continue
+        if isinstance(value, list) and value and key in _LIGHTNING_STATE:
+            kinds = [training_state(v) for v in value]
+            if all(kinds):
+                found.append(f"{key}: {len(value)} × {_brief_kind(str(kinds[0]))}")
+                continue
+        kind = training_state(value)
+        if kind is not None:
+            found.append(f"{key}: {kind}")
+    return found
+
+
+def _brief_kind(kind: str) -> str:
+    return re.split(r"[:(]", kind, maxsplit=1)[0].strip()
 
 
 def _find_model(obj: Any) -> tuple[str, Any] | None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import ast
 import re
+import warnings
 from typing import Any
 
 from modelgate.graph import ModelGraph, Op, PickleIssue, ValueInfo
@@ -268,7 +269,14 @@ def _read_graph(archive: Archive, graph: ModelGraph) -> None:
         raise Unreadable(
             f"TorchScript archive is damaged: {str(exc).splitlines()[0][:160]}"
         ) from None
-    graph.infer_shapes = lambda: _infer_shapes(module, g, graph)
+    graph.infer_shapes = lambda: _once_inputs_are_known(module, g, graph)
+
+
+def _once_inputs_are_known(module: Any, g: Any, graph: ModelGraph) -> None:
+    """With the final input shapes (traced, configured or given): value shapes, then each
+    converter's view of the graph (which changes the loaded module, so it comes last)."""
+    _infer_shapes(module, g, graph)
+    graph.metadata["converter_ops"] = converter_views(module, graph)
 
 
 def _infer_shapes(module: Any, g: Any, graph: ModelGraph) -> None:
@@ -315,9 +323,8 @@ def _infer_shapes(module: Any, g: Any, graph: ModelGraph) -> None:
                         values[out] = item
                 elif kind.startswith("aten::") and not _IO_WORDS.search(kind):
                     # (aten::save and aten::from_file would write files: never run those)
-                    op = torch._C._jit_get_operation(kind)
-                    fn = op[0] if isinstance(op, tuple) else op
-                    result = fn(*(meta(values[i]) for i in node.inputs()))
+                    fn, positional, keywords = _bind(node, [meta(values[i]) for i in node.inputs()])
+                    result = fn(*positional, **keywords)
                     outs = list(node.outputs())
                     for out, item in zip(outs, [result] if len(outs) == 1 else result, strict=True):
                         values[out] = item
@@ -331,6 +338,152 @@ def _infer_shapes(module: Any, g: Any, graph: ModelGraph) -> None:
                     name = out.debugName()
                     dtype = str(item.dtype).removeprefix("torch.")
                     graph.values[name] = ValueInfo(name, tuple(item.shape), dtype)
+
+
+def _bind(node: Any, inputs: list[Any]) -> tuple[Any, list[Any], dict[str, Any]]:
+    """The op overload a node calls, and its inputs bound as the schema declares them.
+
+    TorchScript passes every argument as a node input in schema order, keyword-only ones
+    included (``aten::add_.Tensor(self, other, *, Scalar alpha=1)`` gets ``alpha`` as its
+    third input), so calling the op with all inputs by position fails; keyword-only
+    arguments are passed by name."""
+    import torch
+
+    schema = torch._C.parse_schema(node.schema())
+    namespace, _, name = schema.name.partition("::")
+    packet = getattr(getattr(torch.ops, namespace), name)
+    fn = getattr(packet, schema.overload_name or "default")
+    positional: list[Any] = []
+    keywords: dict[str, Any] = {}
+    for argument, value in zip(schema.arguments, inputs, strict=True):
+        if argument.kwarg_only:
+            keywords[argument.name] = value
+        else:
+            positional.append(value)
+    return fn, positional, keywords
+
+
+# ----------------------------------------------------------------------------------------------
+# each converter's view of the graph (rule MG003)
+# ----------------------------------------------------------------------------------------------
+
+
+def converter_views(module: Any, graph: ModelGraph) -> dict[str, list[Op]]:
+    """The ops each converter looks up, after the graph passes it runs first.
+
+    coremltools and torch.onnx do not convert the graph as saved: each runs TorchScript passes
+    first (constant ``aten::chunk`` becomes ``prim::ConstantChunk``; torch.onnx erases
+    ``aten::Bool`` and number casts, and deletes unused side-effect nodes such as an
+    ``assert``'s ``prim::RaiseException``). The same passes run here on copies, so MG003
+    judges the ops the converter would meet. A target whose passes fail here is left out
+    (MG003 then reads the graph as saved) and said in a note."""
+    views: dict[str, list[Op]] = {}
+    builders = (("coreml", _coreml_graph), ("onnx", _onnx_graph))  # onnx changes the module
+    for target, build in builders:
+        try:
+            with warnings.catch_warnings():  # the passes warn about what they rewrite
+                warnings.simplefilter("ignore")
+                nodes = build(module, graph)
+            views[target] = [_op(node, index) for index, node in enumerate(nodes)]
+        except Exception as exc:
+            graph.notes.append(
+                f"{target}: the converter's graph passes failed here "
+                f"({str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__}); "
+                "MG003 read the graph as saved"
+            )
+    return views
+
+
+def _coreml_graph(module: Any, graph: ModelGraph) -> list[Any]:
+    """coremltools 9.0 ``_expand_and_optimize_ir`` (frontend/torch/torchscript_utils.py:138-190,
+    the torch >= 1.6 branch), called by ``InternalTorchIRGraph.from_torchscript``
+    (internal_graph.py:503) before any op is looked up; it runs on ``forward.graph`` itself,
+    here on a copy. Its ``remove_getattr_nodes`` (converter.py:608-617, torchir_passes.py:232)
+    is applied by modelgate.opsupport."""
+    from torch import _C
+
+    g = module.forward.graph.copy()
+    _C._jit_pass_inline(g)
+    _C._jit_pass_inline_fork_wait(g)
+    _C._jit_pass_dce(g)
+    _C._jit_pass_canonicalize_graph_fuser_ops(g)  # constant chunk -> prim::ConstantChunk
+    return _coreml_reached(_C._jit_pass_canonicalize(g))
+
+
+def _coreml_reached(g: Any) -> list[Any]:
+    """The nodes coremltools converts: a block's nodes in order, until every output of the
+    block exists (``convert_nodes(early_exit=True)``, frontend/torch/ops.py:99-122, called with
+    it from converter.py:1392 and for If / Loop bodies from ops.py:179-198). What comes after
+    (an ``assert`` at the end of ``forward``) is never looked up."""
+    nodes: list[Any] = []
+    known = {value.debugName() for value in g.inputs()}
+
+    def block(items: Any, outputs: list[str]) -> None:
+        for node in items:
+            nodes.append(node)
+            for sub in node.blocks():
+                known.update(value.debugName() for value in sub.inputs())
+                block(sub.nodes(), [value.debugName() for value in sub.outputs()])
+            known.update(value.debugName() for value in node.outputs())
+            if all(name in known for name in outputs):
+                return
+
+    block(g.nodes(), [value.debugName() for value in g.outputs()])
+    return nodes
+
+
+def _onnx_graph(module: Any, graph: ModelGraph) -> list[Any]:
+    """torch.onnx's TorchScript exporter up to its symbolic dispatch (torch 2.13,
+    onnx/_internal/torchscript_exporter/utils.py): eval mode (``select_model_mode_for_export``,
+    :133-134), ``_create_jit_graph`` for a ScriptModule (:963-980: function substitution,
+    freezing, parameters as inputs, the example inputs' shapes when known), then
+    ``_optimize_graph`` (:618-677) up to ``_jit_pass_onnx``, which looks each remaining node up
+    in the symbolic registry (``_run_symbolic_function``, :1709-1797)."""
+    import torch
+    from torch import _C
+
+    module.train(False)
+    _C._jit_pass_onnx_function_substitution(module.forward.graph)
+    frozen = _C._freeze_module(module._c, preserveParameters=True)
+    listed, params = _C._jit_onnx_list_model_parameters(frozen)
+    g = listed._get_method("forward").graph
+    shapes = [v.shape for v in graph.inputs]
+    if graph.inputs and all(s and all(isinstance(d, int) for d in s) for s in shapes):
+        examples = [
+            torch.empty(
+                v.shape, dtype=getattr(torch, v.dtype or "float32", torch.float32), device="meta"
+            )
+            for v in graph.inputs
+        ]
+        args = [*examples, *params]
+        counts = [  # _get_param_count_list, :918-927
+            len(torch.jit._flatten(a)[0]) if "PackedParams" in str(i.type()) else a is not None
+            for i, a in zip(g.inputs(), args, strict=False)
+        ]
+        flat = tuple(torch.jit._flatten(tuple(args))[0])
+        g = _C._propagate_and_assign_input_shapes(g, flat, counts, False, False)
+    _C._jit_pass_inline(g)
+    _C._jit_pass_inline_fork_wait(g)
+    _C._jit_pass_onnx_autograd_function_process(g)
+    _C._jit_pass_lower_all_tuples(g)
+    _C._jit_pass_constant_propagation(g)
+    _C._jit_pass_dce(g)
+    _C._jit_pass_cse(g)
+    _C._jit_pass_canonicalize_graph_fuser_ops(g)
+    _C._jit_pass_peephole(g, True)
+    _C._jit_pass_fuse_addmm(g)
+    _C._jit_pass_peephole(g, True)
+    _C._jit_pass_lower_all_tuples(g)
+    _C._jit_pass_onnx_remove_inplace_ops_for_onnx(g, listed)
+    _C._jit_pass_onnx_preprocess(g)
+    _C._jit_pass_prepare_division_for_onnx(g)
+    _C._jit_pass_onnx_remove_print(g)
+    # ends with EliminateDeadCode(ALLOW_DELETING_NODES_WITH_SIDE_EFFECTS) (torch/csrc/jit/passes/
+    # onnx.cpp, preprocessCaffe2Ops): an unused assert / raise (prim::If, RaiseException) goes
+    _C._jit_pass_onnx_preprocess_caffe2(g)
+    _C._jit_pass_onnx_unpack_quantized_weights(g, {})
+    _C._jit_pass_erase_number_types(g)  # aten::Bool / Int / Float, prim::NumToTensor
+    return _walk(g)  # _jit_pass_onnx converts every node, in blocks too
 
 
 def _walk(g: Any) -> list[Any]:
@@ -392,6 +545,12 @@ def _schema_args(schema: str) -> list[str]:
     """Argument names of "aten::dropout(Tensor input, float p, bool train) -> Tensor"."""
     if "(" not in schema:
         return []
+    try:
+        import torch
+
+        return [a.name for a in torch._C.parse_schema(schema).arguments]
+    except Exception:  # not a schema torch parses: split it by hand (no list defaults)
+        pass
     inner = schema.split("(", 1)[1].rsplit(") ->", 1)[0]
     names = []
     for part in inner.split(","):

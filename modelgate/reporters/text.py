@@ -45,11 +45,13 @@ def _metrics_table(model: ModelReport, color: bool) -> list[str]:
     """Figures against their limits and the baseline, when the checks or the budget ran
     (``size_from`` says what size_mb measured); a plain lint keeps its short output."""
     m = model.metrics
-    if "size_from" not in m:
+    base = m.get("baseline") if isinstance(m.get("baseline"), dict) else {}
+    if "size_from" not in m and not base:
         return []
     budget = m.get("budget") if isinstance(m.get("budget"), dict) else {}
-    base = m.get("baseline") if isinstance(m.get("baseline"), dict) else {}
     keys = [k for k in _TABLE if k in m or k in budget] + [k for k in budget if k not in _TABLE]
+    deltas = base.get("delta") if isinstance(base.get("delta"), dict) else {}
+    keys += [k for k in deltas if k not in keys]  # every figure the baseline has a delta of
     rows = [("metric", "value", "of", "budget", "vs baseline")]
     for key in keys:
         what = str(m.get(_OF.get(key, ""), "") or "")
@@ -101,20 +103,69 @@ def _plain(text: str) -> str:
     return _ANSI.sub("", text)
 
 
+def _baseline(model: ModelReport, new: list[bool]) -> list[str]:
+    """Which version the deltas are against, how many findings are new, which were fixed."""
+    base = model.metrics.get("baseline")
+    if not isinstance(base, dict):
+        return []
+    where = str(base.get("path") or "the baseline")
+    if base.get("ref"):
+        where += f" at {base['ref']}"
+    fixed = base.get("fixed_findings") if isinstance(base.get("fixed_findings"), list) else []
+    verdict = {True: ", which passed", False: ", which failed"}.get(base.get("passed"), "")
+    lines = [f"  baseline: {where}{verdict}; {sum(new)} new finding(s), {len(fixed)} fixed"]
+    if fixed:
+        shown = ", ".join(str(f) for f in fixed[:20])
+        more = f" and {len(fixed) - 20} more" if len(fixed) > 20 else ""
+        lines.append(f"  fixed since the baseline: {shown}{more}")
+    return lines
+
+
+def _new_flags(model: ModelReport) -> list[bool]:
+    """Per finding: new against the baseline (``"new"``, as --baseline marks it, or listed in
+    the baseline's ``new_findings``, as a report read back from JSON has it)."""
+    base = model.metrics.get("baseline")
+    listed = base.get("new_findings") if isinstance(base, dict) else None
+    keys = set()
+    for item in listed if isinstance(listed, list) else []:
+        if isinstance(item, dict):
+            keys.add(str(item.get("identity")))
+            keys.add(f"{item.get('rule')}\0{item.get('message')}")
+    return [
+        f.extra.get("new") is True or f.identity in keys or f"{f.rule}\0{f.message}" in keys
+        for f in model.findings
+    ]
+
+
+def _not_checked(skipped: dict[str, str]) -> list[tuple[str, str]]:
+    """(rule ids, reason): rules skipped for the same reason share one line."""
+    by_reason: dict[str, list[str]] = {}
+    for rid, why in sorted(skipped.items()):
+        by_reason.setdefault(why, []).append(rid)
+    return [(", ".join(ids), why) for why, ids in by_reason.items()]
+
+
 def render(report: Report, color: bool = False) -> str:
     lines: list[str] = []
+    new_total = 0
+    compared = False
     for model in report.models:
         lines.append(_header(model, color))
+        new = _new_flags(model)
+        new_total += sum(new)
+        compared = compared or isinstance(model.metrics.get("baseline"), dict)
         lines.extend(_metrics_table(model, color))
-        for f in model.findings:
+        lines.extend(_baseline(model, new))
+        for f, is_new in zip(model.findings, new, strict=True):
             where = f.location.describe()
             sev = _paint(f"{f.severity:<7}", f.severity, color)
-            lines.append(f"  {sev} {f.rule} {f.name}" + (f"  {where}" if where else ""))
+            mark = "  " + _paint("[new]", "bold", color) if is_new else ""
+            lines.append(f"  {sev} {f.rule} {f.name}" + (f"  {where}" if where else "") + mark)
             lines.append(f"          {f.message}")
             if f.fix:
                 lines.append(_paint(f"          fix: {f.fix}", "dim", color))
-        for rid, why in sorted(model.skipped.items()):
-            lines.append(_paint(f"  not checked: {rid}: {why}", "dim", color))
+        for rids, why in _not_checked(model.skipped):
+            lines.append(_paint(f"  not checked: {rids}: {why}", "dim", color))
         for note in model.notes:
             lines.append(_paint(f"  note: {note}", "dim", color))
         lines.append("")
@@ -127,5 +178,7 @@ def render(report: Report, color: bool = False) -> str:
         f"{n} model{'s' if n != 1 else ''} checked: {failed} failed; "
         f"{counts['error']} error(s), {counts['warning']} warning(s), {counts['info']} info"
     )
+    if compared:
+        summary += f"; {new_total} new against the baseline"
     lines.append(_paint(summary, "pass" if report.passed else "error", color))
     return "\n".join(lines) + "\n"

@@ -1,0 +1,219 @@
+"""Which files a run checks: files as named, model files under folders, and what was skipped.
+
+A folder holds more than models. A sharded checkpoint's index stands for its shards (checked
+with it, not one by one); ONNX external-data files (``weights.bin`` named by a ``.onnx``
+beside it) are part of their model. A shard named on its own is checked as the model its
+index describes. Nothing here parses a model: an index is small JSON, and an ONNX file's
+external-data locations are found by their protobuf bytes (a field a reader cannot misparse
+into running anything). A file is skipped only if it does not read as a model itself, so a
+model cannot hide from the gate by being named as another model's data. Special files
+(FIFO, device, socket) are never opened here; the loader refuses them (MG902).
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from dataclasses import dataclass, field
+from typing import Any
+
+from modelgate.loaders import sharded
+from modelgate.loaders.errors import Unreadable
+
+# What a directory walk picks up; files named explicitly are read whatever their name.
+MODEL_SUFFIXES = (
+    ".pt", ".pth", ".pt2", ".ckpt", ".bin", ".onnx", ".safetensors", ".torchscript", ".ptl",
+    ".pkl", ".pickle", ".model",
+)  # fmt: skip
+# TensorProto.external_data entry {key: "location", value: ...}: field 1 "location", field 2
+_LOCATION = b"\x0a\x08location\x12"
+_ONNX_PROBE = 256 * 1024 * 1024  # bytes of a .onnx searched for external-data locations
+_CHUNK = 16 * 1024 * 1024
+
+
+@dataclass
+class Discovery:
+    files: list[str] = field(default_factory=list)
+    skipped: dict[str, str] = field(default_factory=dict)  # path -> why it is not checked
+    notes: list[str] = field(default_factory=list)  # a named shard checked as its model, ...
+    walked: bool = False  # a folder was scanned (the report then says what it found)
+
+
+def discover(paths: list[str] | tuple[str, ...]) -> Discovery:
+    found = Discovery()
+    out: list[str] = []
+    for path in paths:
+        if os.path.isdir(path):
+            found.walked = True
+            out.extend(_walk(path, found))
+        else:
+            out.append(_named(path, found))
+    seen: set[str] = set()
+    found.files = [p for p in out if not (p in seen or seen.add(p))]  # type: ignore[func-returns-value]
+    return found
+
+
+def discover_files(paths: list[str]) -> Discovery:
+    """Files a glob matched, judged as a folder scan would judge them: a shard stands for its
+    index, and a file that a ``.onnx`` beside it names as external data is skipped."""
+    found = Discovery(walked=bool(paths))
+    out: list[str] = []
+    external: dict[str, dict[str, str]] = {}  # folder -> data file name -> why
+    for path in paths:
+        folder, name = os.path.split(path)
+        if folder not in external:
+            external[folder] = {}
+            try:
+                siblings = sorted(
+                    n for n in os.listdir(folder or ".") if n.lower().endswith(".onnx")
+                )
+            except OSError:
+                siblings = []
+            for onnx_name in siblings:
+                for data in _external_data(os.path.join(folder, onnx_name)):
+                    external[folder].setdefault(data, f"ONNX external data of {onnx_name}")
+        why = external[folder].get(name)
+        if why is not None and not _reads_as_model(path, why):
+            found.skipped[path] = why
+            continue
+        if _regular(path) and not sharded.is_index(path) and sharded.index_of(path) is not None:
+            index = sharded.index_of(path)
+            found.skipped[path] = f"shard of {os.path.basename(index)}, checked with it"
+            out.append(index)
+            continue
+        out.append(path)
+    seen: set[str] = set()
+    found.files = [p for p in out if not (p in seen or seen.add(p))]  # type: ignore[func-returns-value]
+    return found
+
+
+def _named(path: str, found: Discovery) -> str:
+    """A file named on the command line; a shard becomes the index that describes it."""
+    if not _regular(path) or sharded.is_index(path):
+        return path
+    index = sharded.index_of(path)
+    if index is None:
+        return path
+    found.notes.append(
+        f"{path} is a shard of {index}: checked as that model, all its shards together"
+    )
+    return index
+
+
+def _walk(root: str, found: Discovery) -> list[str]:
+    files: list[str] = []
+    for folder, dirs, names in os.walk(root):
+        dirs[:] = sorted(d for d in dirs if not d.startswith(".") and d != "node_modules")
+        picked = sorted(
+            n
+            for n in names
+            if n.lower().endswith(MODEL_SUFFIXES) or n.lower().endswith(sharded.INDEX_SUFFIXES)
+        )
+        skip: dict[str, str] = {}
+        for name in picked:
+            path = os.path.join(folder, name)
+            if not _regular(path):
+                continue  # the loader refuses it, visibly
+            if name.lower().endswith(sharded.INDEX_SUFFIXES):
+                try:
+                    _, shards = sharded.read_index(path)
+                except Unreadable:
+                    continue  # MG902 on the index; its shards are checked on their own
+                for shard in shards:
+                    skip.setdefault(shard, f"shard of {name}, checked with it")
+            elif name.lower().endswith(".onnx"):
+                for data in _external_data(path):
+                    skip.setdefault(data, f"ONNX external data of {name}")
+        for name in picked:
+            path = os.path.join(folder, name)
+            why = skip.get(name)
+            if why is not None and not _reads_as_model(path, why):
+                found.skipped[path] = why
+            else:
+                files.append(path)
+    return sorted(files)
+
+
+def _regular(path: str) -> bool:
+    try:
+        return stat.S_ISREG(os.stat(path).st_mode)
+    except OSError:
+        return False
+
+
+def _reads_as_model(path: str, why: str) -> bool:
+    """External data must not read as a model of its own (then it is checked, not skipped)."""
+    if not why.startswith("ONNX") or not _regular(path):
+        return False
+    from modelgate import loaders
+
+    try:
+        return loaders.sniff(path) not in ("unknown", "empty")
+    except OSError:
+        return False
+
+
+def _external_data(path: str) -> set[str]:
+    """The external-data file names a .onnx file refers to (plain names in its folder)."""
+    names: set[str] = set()
+    try:
+        with open(path, "rb") as fh:
+            carry = b""
+            read = 0
+            while read < _ONNX_PROBE:
+                chunk = fh.read(_CHUNK)
+                if not chunk:
+                    break
+                read += len(chunk)
+                data = carry + chunk
+                start = 0
+                while (hit := data.find(_LOCATION, start)) >= 0:
+                    start = hit + 1
+                    at = hit + len(_LOCATION)
+                    if at >= len(data):
+                        break
+                    size = data[at]
+                    if size >= 0x80:  # a name over 127 bytes: not what shares a folder
+                        continue
+                    name = data[at + 1 : at + 1 + size]
+                    if len(name) == size:
+                        _add_name(names, name)
+                carry = data[-(len(_LOCATION) + 128) :]
+    except OSError:
+        return names
+    return names
+
+
+def _add_name(names: set[str], raw: bytes) -> None:
+    try:
+        name = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return
+    name = name.removeprefix("./")
+    if name and "/" not in name and "\\" not in name and name not in (".", ".."):
+        names.add(name)
+
+
+def summary(found: Discovery, models: list[Any]) -> str | None:
+    """A run-level note: what a folder scan checked (by kind) and what it skipped.
+    ``models`` are the run's :class:`~modelgate.report.ModelReport` objects."""
+    if not found.walked and not found.skipped:
+        return None
+    kinds = {"model": 0, "training-state file": 0, "unreadable file": 0}
+    for model in models:
+        if any(f.rule == "MG902" for f in model.findings):
+            kinds["unreadable file"] += 1
+        elif model.format == "training_state":
+            kinds["training-state file"] += 1
+        else:
+            kinds["model"] += 1
+    parts = [f"{n} {k}{'' if n == 1 else 's'}" for k, n in kinds.items() if n or k == "model"]
+    total = len(models) + len(found.skipped)
+    text = f"scanned {total} file{'s' if total != 1 else ''}: {', '.join(parts)}"
+    if found.skipped:
+        by_reason: dict[str, list[str]] = {}
+        for path, why in found.skipped.items():
+            by_reason.setdefault(why, []).append(os.path.basename(path))
+        shown = "; ".join(f"{', '.join(names)} ({why})" for why, names in by_reason.items())
+        text += f", {len(found.skipped)} skipped: {shown}"
+    return text

@@ -1,0 +1,168 @@
+"""A check the config or the command line asked for could not run on this model.
+
+## What it does
+Reports every check that was asked for explicitly and did not run on the model, each with
+the reason and what would let it run:
+- a conversion (`convert:` / `--convert coreml`, `--convert onnx`): a state dict or a pickled
+  module has no architecture to convert, a model without input shapes cannot be run, Core ML
+  has no ONNX frontend, a converter's package is missing, the time limit was used up;
+- a compression preset (`compress:` / `--compress palettize-4`), for the same reasons;
+- a target's op check (`targets:` / `--target`, MG003) on a model it cannot read: a file
+  without a graph of ops (state dict, safetensors, checkpoint), an ONNX file for Core ML.
+
+Only what the config or the command line named counts: the default targets are not asked
+for, so a plain `modelgate check weights.pth` does not fail. A budgeted figure that could not
+be measured is MG304's; an unreadable file is MG902 alone; a check that did not run because
+an earlier one failed (presets after a failed Core ML conversion, MG101; presets after a
+crashed one, MG105) is not reported twice: that failure is the finding.
+
+## Why is this bad?
+A gate that asked for a conversion and goes green without one is theatre: the verdict says
+"converts" about a model nobody converted. The default severity is error for that reason.
+
+## Example
+```console
+$ modelgate check weights.pth --convert coreml --compress palettize-4
+```
+(a state dict: no architecture to convert or compress)
+
+## Use instead
+```console
+$ modelgate check model.pt2 --convert coreml --compress palettize-4
+```
+(saved with `torch.export.save`), or stop asking for checks the file cannot have, or lower the
+severity where that is intended: `rules: {MG106: warning}`.
+
+## Options
+None.
+
+## References
+- modelgate README, "Conversion, compression and the budget"
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from modelgate.finding import Location, Problem
+from modelgate.graph import ModelGraph
+
+ID = "MG106"
+NAME = "check-not-run"
+SEVERITY = "error"
+NEEDS = "weights"
+OPTIONS: dict = {}
+
+_CONVERSIONS = {"coreml": "the Core ML conversion", "onnx": "the ONNX export"}
+_LABELS = {"coreml": "Core ML", "onnx": "ONNX"}
+_NO_FRONTEND = "Core ML has no ONNX frontend (coremltools 6 removed it)"
+_SAVE = "save the model with torch.export.save (.pt2) or torch.jit.save, which keep its graph"
+
+
+def check(graph: ModelGraph, options: dict) -> Iterator[Problem]:
+    for target in options.get("asked_targets") or []:
+        why = _op_check_blocked(graph, target)
+        if why is not None:
+            reason, fix = why
+            yield _problem(
+                graph,
+                f"the {_LABELS.get(target, target)} op check (MG003)",
+                reason,
+                fix,
+                f"targets: / --target {target}",
+                f"target:{target}",
+            )
+    checks = graph.metadata.get("checks") or {}
+    requested = checks.get("requested") or {}
+    for converter in requested.get("asked") or []:
+        why = _not_converted(graph, checks, converter)
+        if why is not None:
+            label = _CONVERSIONS.get(converter, converter)
+            if converter == "onnx" and graph.format == "onnx":
+                label = "the ONNX Runtime session check of the ONNX file"
+            yield _problem(
+                graph, label, *why, f"convert: / --convert {converter}", f"convert:{converter}"
+            )
+    for preset in requested.get("compress") or []:
+        why = _not_compressed(checks, preset)
+        if why is not None:
+            yield _problem(
+                graph,
+                f"the {preset} compression",
+                *why,
+                f"compress: / --compress {preset}",
+                f"compress:{preset}",
+            )
+
+
+def _problem(
+    graph: ModelGraph, label: str, reason: str, fix: str | None, asked: str, key: str
+) -> Problem:
+    stop = f"or stop asking for it ({asked})"
+    return Problem(
+        f"{label} was asked for ({asked}) but did not run: {reason}",
+        Location(graph.path),
+        fix=f"{fix}; {stop}" if fix else f"make it runnable (see the reason), {stop}",
+        key=key,
+    )
+
+
+def _op_check_blocked(graph: ModelGraph, target: str) -> tuple[str, str | None] | None:
+    """Why MG003 cannot check ``target`` on this model (as the engine and MG003 decide)."""
+    if graph.format == "onnx":
+        if target == "coreml":
+            return _NO_FRONTEND, "check the PyTorch model the ONNX file was exported from"
+        return None
+    if graph.has_graph:
+        return None
+    for note in graph.notes:
+        if "need" in note:  # the loader says what is missing (a package, the file's code)
+            return note, None
+    if graph.format == "pickled_module":
+        return "a pickled nn.Module records no graph of ops (loading it would run its code)", _SAVE
+    kind = graph.format.replace("_", " ")
+    return f"a {kind} holds weights only, no graph of ops", _SAVE
+
+
+def _skip_reason(checks: dict[str, Any]) -> tuple[str, str | None] | None:
+    """Why none of the checks ran (the model cannot be loaded, has no input shapes, ...)."""
+    if not checks.get("skipped"):
+        return None
+    why = checks.get("skipped_why")
+    if isinstance(why, dict) and why.get("reason"):
+        return why["reason"], why.get("fix")
+    return str(checks["skipped"]), None
+
+
+def _not_converted(
+    graph: ModelGraph, checks: dict[str, Any], converter: str
+) -> tuple[str, str | None] | None:
+    everything = _skip_reason(checks)
+    if everything is not None:
+        return everything
+    result = checks.get(converter)
+    if not isinstance(result, dict):
+        return "modelgate did not run it", None
+    if result.get("ok") is None:
+        return str(result.get("skipped") or "not run"), None
+    return None  # ran: a failure is MG101 / MG102's
+
+
+def _not_compressed(checks: dict[str, Any], preset: str) -> tuple[str, str | None] | None:
+    everything = _skip_reason(checks)
+    if everything is not None:
+        return everything
+    coreml = checks.get("coreml")
+    if not isinstance(coreml, dict):
+        return "the Core ML conversion it compresses did not run", None
+    if coreml.get("ok") is None:
+        return str(coreml.get("skipped") or "the Core ML conversion did not run"), None
+    if coreml.get("ok") is False:
+        return None  # the conversion's failure is the finding (MG101)
+    result = (checks.get("compress") or {}).get(preset)
+    if not isinstance(result, dict):
+        return "modelgate did not run it", None
+    if result.get("ok") is None and "earlier step failed" not in str(result.get("skipped")):
+        return str(result.get("skipped") or "not run"), None
+    return None  # ran, or an earlier preset failed: a failure is MG105's
