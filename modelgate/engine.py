@@ -68,9 +68,14 @@ class _Outcome:
 
 
 def run_rules(
-    graph: ModelGraph, config: Config, display: str, needs: str | None = None
+    graph: ModelGraph,
+    config: Config,
+    display: str,
+    needs: str | None = None,
+    only: str | None = None,
 ) -> _Outcome:
-    """Every enabled rule over ``graph`` (only those with NEEDS == ``needs`` when given)."""
+    """Every enabled rule over ``graph`` (only those with NEEDS == ``needs`` when given; only
+    the rule with id ``only`` when given, which is how a rule is tested on its own)."""
     from modelgate.rules import REGISTRY
 
     outcome = _Outcome()
@@ -80,6 +85,8 @@ def run_rules(
     for module in REGISTRY:
         setting = config.setting(module.ID)
         if not setting.enabled or (needs is not None and needs != module.NEEDS):
+            continue
+        if only is not None and only != module.ID:
             continue
         if module.NEEDS == "budget" and not graph.metadata.get("budget"):
             continue  # judged by modelgate.budget once every model was checked

@@ -89,7 +89,7 @@ def check(graph: ModelGraph, options: dict) -> Iterator[Problem]:
             else f"2-D weight {dims(shape)}"
         )
         message = (
-            f"{layer.path}: {what} holds {human_count(params)} parameters "
+            f"{layer.path or '(root)'}: {what} holds {human_count(params)} parameters "
             f"({human_bytes(layer.nbytes)}, {share:.0%} of the model)"
         )
         feeder = _feeder(graph, layer.path)
@@ -115,7 +115,9 @@ def _feeder(graph: ModelGraph, module: str) -> str | None:
     Walks back through ops that keep the shape (dropout, activations) to the flatten."""
     producers = {out: op for op in graph.ops for out in op.outputs}
     for op in graph.ops:
-        if op.module != module or op.opname.lower() not in ("linear", "gemm", "matmul", "addmm"):
+        if module not in (op.module, op.name):  # ONNX layers are keyed by their node's name
+            continue
+        if op.opname.lower() not in ("linear", "gemm", "matmul", "addmm"):
             continue
         source = producers.get(op.inputs[0]) if op.inputs else None
         for _ in range(6):

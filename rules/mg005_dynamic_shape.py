@@ -112,6 +112,10 @@ def _input_problem(
         )
     if all(high is not None for _, _, _, high in dynamic):
         bounds = {index: (max(low or 1, 1), high) for index, _, low, high in dynamic}
+        for i, d in enumerate(value.shape or ()):  # allowed dims still need declaring
+            if i not in bounds and not isinstance(d, int):
+                low, high = _range(graph, d) if isinstance(d, str) else (None, None)
+                bounds[i] = (max(low or 1, 1), high if high is not None else -1)
         shape = ", ".join(
             f"ct.RangeDim({bounds[i][0]}, {bounds[i][1]})" if i in bounds else str(d)
             for i, d in enumerate(value.shape or ())

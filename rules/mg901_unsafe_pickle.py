@@ -51,7 +51,9 @@ OPTIONS: dict = {}
 
 _DANGEROUS = ("os.", "posix.", "nt.", "subprocess.", "builtins.", "sys.", "shutil.", "socket.",
               "runpy.", "pickle.", "_pickle.", "importlib.", "pty.", "webbrowser.",
-              "torch.load", "torch.hub", "code.", "ctypes.")  # fmt: skip
+              "torch.load", "torch.serialization.load", "torch.jit.load", "torch.hub",
+              "code.", "ctypes.", "marshal.", "types.FunctionType", "types.CodeType",
+              "operator.attrgetter", "operator.methodcaller", "functools.partial")  # fmt: skip
 
 
 def check(graph: ModelGraph, options: dict) -> Iterator[Problem]:
