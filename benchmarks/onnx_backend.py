@@ -115,13 +115,13 @@ def ort_results(models: list[Path], cache: Path, jobs: int, chunk: int = 80) -> 
 def static_results(models: list[Path], jobs: int, convert: bool = False) -> dict[str, list]:
     """Error-level findings of modelgate on each model: (rule, location, message)."""
     from modelgate import config as config_mod
-    from modelgate import engine
+    from modelgate import driver
 
     doc: dict = {"targets": ["onnx"]}
     if convert:
         doc["convert"] = ["onnx"]
     config = config_mod.from_dict(doc)
-    report = engine.run([str(m) for m in models], config, jobs=jobs)
+    report = driver.run([str(m) for m in models], config, jobs=jobs)
     out: dict[str, list] = {}
     for model, path in zip(report.models, models, strict=True):
         out[str(path)] = [

@@ -168,7 +168,7 @@ def export_baselines(
 ) -> tuple[dict[str, str], dict[str, tuple[str, str]], dict[str, str]]:
     """Write each changed model's version at ``ref`` (``git show``) under ``folder``.
 
-    Returns what :func:`modelgate.engine.run` takes: {model: exported file},
+    Returns what :func:`modelgate.driver.run` takes: {model: exported file},
     {model: (its path at the base, ``label``)}, and {model: why it has no baseline}. The engine
     then checks both versions together with the same config, so budget limits on growth and
     the new-findings marks work as for ``modelgate check --baseline``."""
@@ -287,7 +287,7 @@ def _log(message: str) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from modelgate import config as cfg
-    from modelgate import engine, repo
+    from modelgate import driver, repo, verdict
 
     root = os.environ.get("GITHUB_WORKSPACE") or repo.find_root() or os.getcwd()
     root = os.path.abspath(root)
@@ -353,9 +353,9 @@ def run(args: argparse.Namespace) -> int:
                 bases, base_commit, label or base_commit, root, tmp
             )
         if selected:
-            report = engine.run(selected, config, baselines=files, baseline_names=names)
+            report = driver.run(selected, config, baselines=files, baseline_names=names)
         else:
-            report = engine.finish(Report(), config)
+            report = verdict.finish(Report(), config)
     for model in report.models:
         if model.path in missing:
             model.notes.append(missing[model.path])

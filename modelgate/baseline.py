@@ -126,7 +126,7 @@ def compare_reports(
     None)), judged by the same budget and per-file ignores as the new version; returns the
     judged baselines for :func:`finish_findings`. Runs before the new versions' budget (which
     may limit growth)."""
-    from modelgate import budget, engine
+    from modelgate import budget, verdict
 
     twins = {}
     for index, (old, base_path, ref) in olds.items():
@@ -140,7 +140,7 @@ def compare_reports(
             continue
         twin = relocated(old, model.path)
         budget.apply_model(twin, config)
-        engine.finish(Report([twin]), config)
+        verdict.finish(Report([twin]), config)
         attach(model, twin, base_path, ref)
         twins[index] = twin
     return twins

@@ -239,8 +239,8 @@ def _check(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
     from modelgate import config as cfg
-    from modelgate import engine
-    from modelgate.budget import Limit
+    from modelgate import discover, driver
+    from modelgate.limits import Limit
     from modelgate.registry import UnknownRule
     from modelgate.reporters import render
     from modelgate.rules import REGISTRY
@@ -290,7 +290,7 @@ def _check(args: argparse.Namespace) -> int:
     if missing:
         print(f"modelgate: no such file or folder: {missing[0]}", file=sys.stderr)
         return EXIT_USAGE
-    found = engine.discover.discover(args.paths)
+    found = discover.discover(args.paths)
     paths = found.files
     if not paths:
         print("modelgate: no model files found", file=sys.stderr)
@@ -306,7 +306,7 @@ def _check(args: argparse.Namespace) -> int:
         except BaselineError as exc:
             print(f"modelgate: {exc}", file=sys.stderr)
             return EXIT_USAGE
-    report = engine.run(paths, config, cli_inputs, jobs=args.jobs, timeout=args.timeout,
+    report = driver.run(paths, config, cli_inputs, jobs=args.jobs, timeout=args.timeout,
                         baselines=baselines, found=found)  # fmt: skip
     for model, path in zip(report.models, paths, strict=True):
         if path in missing_baselines:

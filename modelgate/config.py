@@ -16,11 +16,11 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from modelgate import budget as budget_limits
-from modelgate.budget import Limit
+from modelgate import limits as budget_limits
 from modelgate.checks import settings as check_settings
 from modelgate.checks.settings import CheckSettings
 from modelgate.finding import SEVERITIES
+from modelgate.limits import Limit
 
 CONFIG_NAMES = ("modelgate.yaml", "modelgate.yml", ".modelgate.yaml", ".modelgate.yml")
 TARGETS = ("coreml", "onnx")

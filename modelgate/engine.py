@@ -1,8 +1,9 @@
-"""The pipeline: file -> loader -> graph view -> rules -> findings -> report.
+"""One model: file -> loader -> graph view -> checks -> rules -> findings -> its report.
 
 Rules never see the config as a whole: the engine hands each its options (with the run's
-``targets``), stamps id, name and severity on what it yields, applies per-file ignores, and
-decides whether the model passed.
+``targets``) and stamps id, name and severity on what it yields. Many models, baselines and
+the budget are :mod:`modelgate.driver`'s; pass / fail and per-file ignores are
+:mod:`modelgate.verdict`'s.
 """
 
 from __future__ import annotations
@@ -14,9 +15,9 @@ from dataclasses import dataclass, field, replace
 
 from modelgate import discover, loaders
 from modelgate.config import Config, InputSpec
-from modelgate.finding import Finding, Problem, severity_rank
+from modelgate.finding import Finding, Problem
 from modelgate.graph import ModelGraph, ValueInfo
-from modelgate.report import ModelReport, Report
+from modelgate.report import ModelReport
 from modelgate.rule import Note, Skip
 
 MODEL_SUFFIXES = discover.MODEL_SUFFIXES  # what a directory walk picks up
@@ -214,73 +215,4 @@ def graph_report(graph: ModelGraph, config: Config, display: str) -> ModelReport
         metrics.update(pipeline.summarize(graph.metadata["checks"], metrics))
     report = ModelReport(display, graph.format, outcome.findings, metrics,
                          outcome.skipped, [*graph.notes, *outcome.notes])  # fmt: skip
-    return report
-
-
-def finish(report: Report, config: Config) -> Report:
-    """Apply per-file ignores, decide pass / fail, note ignores that matched nothing."""
-    used: dict[tuple[str, str], bool] = {}
-    limit = severity_rank(config.fail_on)
-    for model in report.models:
-        globs = config.ignored(model.path)
-        for glob, ids in globs.items():
-            for rid in ids:
-                used.setdefault((glob, rid), False)
-        kept = []
-        for finding in model.findings:
-            hit = [glob for glob, ids in globs.items() if finding.rule in ids]
-            if hit:
-                for glob in hit:
-                    used[(glob, finding.rule)] = True
-                continue
-            kept.append(finding)
-        kept.sort(key=lambda f: (severity_rank(f.severity), f.rule, f.location.describe()))
-        model.findings = kept
-        model.passed = not any(severity_rank(f.severity) <= limit for f in kept)
-    for (glob, rid), was_used in sorted(used.items()):
-        if not was_used:
-            report.notes.append(f'unused ignore: "{glob}" ignores {rid}, which found nothing there')
-    report.fail_on = config.fail_on
-    return report
-
-
-def run(
-    paths: list[str],
-    config: Config,
-    cli_inputs: tuple[InputSpec, ...] = (),
-    jobs: int | None = None,
-    timeout: float | None = None,
-    baselines: dict[str, str] | None = None,
-    baseline_names: dict[str, tuple[str, str | None]] | None = None,
-    found: discover.Discovery | None = None,
-) -> Report:
-    """Check every path, each in a worker process (``jobs`` at a time, default the CPU count;
-    ``timeout`` seconds per model, default the config's), reported in the order given.
-    ``baselines`` maps a path to an older version, checked alongside for deltas (shown as
-    ``baseline_names[path]``: its path and git ref, when it was exported from git); then the
-    budget judges every model. ``found`` (what :func:`modelgate.discover.discover` made of the
-    paths given) adds a note of what a folder scan checked and skipped."""
-    from modelgate import baseline, budget, parallel
-
-    limit = config.timeout if timeout is None else timeout
-    config = replace(config, timeout=limit)  # the checks keep their steps inside it
-    olds = [b for b in dict.fromkeys((baselines or {}).values()) if b not in paths]
-    checked = parallel.check_all(paths + olds, config, cli_inputs, jobs, limit)
-    by_path = dict(zip(paths + olds, checked, strict=True))
-    report = Report(checked[: len(paths)])
-    names = baseline_names or {}
-    pairs = {
-        i: (by_path[baselines[p]], *names.get(p, (display_path(baselines[p]), None)))
-        for i, p in enumerate(paths)
-        if baselines and p in baselines
-    }
-    twins = baseline.compare_reports(report, pairs, config)
-    budget.apply(report, config)
-    finish(report, config)
-    baseline.finish_findings(report, twins)
-    if found is not None:
-        report.notes[:0] = found.notes
-        scanned = discover.summary(found, report.models)
-        if scanned:
-            report.notes.insert(0, scanned)
     return report

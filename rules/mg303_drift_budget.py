@@ -36,7 +36,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from modelgate import budget
+from modelgate import limits
 from modelgate.finding import Problem
 from modelgate.graph import ModelGraph
 
@@ -48,4 +48,4 @@ OPTIONS: dict = {}
 
 
 def check(graph: ModelGraph, options: dict) -> Iterator[Problem]:
-    yield from budget.problems(graph, ID)
+    yield from limits.problems(graph, ID)

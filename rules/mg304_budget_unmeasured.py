@@ -34,7 +34,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from modelgate import budget
+from modelgate import limits
 from modelgate.finding import Problem
 from modelgate.graph import ModelGraph
 
@@ -46,4 +46,4 @@ OPTIONS: dict = {}
 
 
 def check(graph: ModelGraph, options: dict) -> Iterator[Problem]:
-    yield from budget.unjudged(graph)
+    yield from limits.unjudged(graph)

@@ -16,9 +16,9 @@ from typing import Any
 
 import rule_cases as rc
 
-from modelgate.budget import METRICS
 from modelgate.finding import SourceLocation
 from modelgate.graph import ModelGraph
+from modelgate.limits import METRICS
 
 SOURCE = "tests/torchmodels.py"
 DEVICE = "this machine's CPU: AMD EPYC"

@@ -20,7 +20,7 @@ import convert_probe
 import modelfactory
 
 from modelgate import config as cfg
-from modelgate import engine, opsupport
+from modelgate import driver, opsupport
 
 # model, input shape
 MODELS = {
@@ -85,7 +85,7 @@ def conversions(files: dict[tuple[str, str], Path]) -> dict[tuple[str, str, str]
 
 
 def mg003(path: Path, target: str, rule: str = "MG003") -> list:
-    report = engine.run([str(path)], cfg.from_dict({"targets": [target]}))
+    report = driver.run([str(path)], cfg.from_dict({"targets": [target]}))
     return [f for f in report.models[0].findings if f.rule == rule]
 
 
@@ -194,7 +194,7 @@ def test_onnx_files_are_checked_against_the_standard(tmp_path: Path) -> None:
          helper.make_node("Fancy", ["b"], ["y"], name="/head/Fancy", domain="mylib")],
         [x], [y], opset=17,
     )  # fmt: skip
-    report = engine.run([str(path)], cfg.from_dict({"targets": ["onnx", "coreml"]}))
+    report = driver.run([str(path)], cfg.from_dict({"targets": ["onnx", "coreml"]}))
     got = [(f.location.module, f.message) for f in report.models[0].findings if f.rule == "MG003"]
     assert got == [
         ("act2", "act2: Gelu is not in the ONNX standard at opset 17 (added in opset 20)"),

@@ -64,13 +64,13 @@ def test_jobs_do_not_change_the_report(folder: Path) -> None:
 
 def test_engine_run_in_process_matches_the_cli(folder: Path, monkeypatch) -> None:
     """The API (a parent that has run torch: workers come from a fork server) agrees too."""
-    from modelgate import config, engine
+    from modelgate import config, discover, driver
 
     monkeypatch.chdir(folder)
-    found = engine.discover.discover(["."])  # what the CLI does: its folder-scan note too
+    found = discover.discover(["."])  # what the CLI does: its folder-scan note too
     paths = found.files
-    one = engine.run(paths, config.Config(), jobs=1, found=found).to_dict()
-    two = engine.run(paths, config.Config(), jobs=2, found=found).to_dict()
+    one = driver.run(paths, config.Config(), jobs=1, found=found).to_dict()
+    two = driver.run(paths, config.Config(), jobs=2, found=found).to_dict()
     assert one == two
     assert one == json.loads(_check(folder)[1])
 

@@ -34,7 +34,7 @@ torch = pytest.importorskip("torch")
 np = pytest.importorskip("numpy")
 
 from modelgate import config as cfg  # noqa: E402
-from modelgate import discover, engine  # noqa: E402
+from modelgate import discover, driver, engine  # noqa: E402
 from modelgate.loaders import Policy, load, pickles  # noqa: E402
 
 # ---------------------------------------------------------------------------------------------
@@ -453,7 +453,7 @@ def in_process(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def run_folder(folder: Path, doc: dict[str, Any] | None = None) -> Any:
     found = discover.discover([str(folder)])
-    return engine.run(found.files, cfg.from_dict(doc or {}), jobs=1, found=found)
+    return driver.run(found.files, cfg.from_dict(doc or {}), jobs=1, found=found)
 
 
 def test_trainer_checkpoint_folder(trainer_folder: Path):
@@ -605,7 +605,7 @@ def test_a_shard_named_alone_is_checked_as_its_model(tmp_path: Path):
     assert found.notes == [
         f"{shard} is a shard of {index}: checked as that model, all its shards together"
     ]
-    report = engine.run(found.files, cfg.from_dict(MG001_SMALL), jobs=1, found=found)
+    report = driver.run(found.files, cfg.from_dict(MG001_SMALL), jobs=1, found=found)
     assert [findings(m) for m in report.models] == [[]]
     assert report.notes == found.notes
 
@@ -695,7 +695,7 @@ def test_onnx_external_data_is_part_of_its_model(tmp_path: Path):
     found = discover.discover([str(folder)])
     assert found.files == [str(folder / "extra.pt"), str(folder / "model.onnx")]
     assert found.skipped == {str(folder / "weights.bin"): "ONNX external data of model.onnx"}
-    report = engine.run(found.files, cfg.from_dict({}), jobs=1, found=found)
+    report = driver.run(found.files, cfg.from_dict({}), jobs=1, found=found)
     assert [Path(m.path).name for m in report.models] == ["extra.pt", "model.onnx"]
     assert report.notes[0] == (
         "scanned 3 files: 2 models, 1 skipped: weights.bin (ONNX external data of model.onnx)"

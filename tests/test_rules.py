@@ -12,7 +12,7 @@ pytest.importorskip("torch")
 import modelfactory
 
 from modelgate import config as cfg
-from modelgate import engine
+from modelgate import driver
 
 FACTORY_FILE = str(Path(modelfactory.__file__).resolve().parent / "torchmodels.py")
 
@@ -20,7 +20,7 @@ FACTORY_FILE = str(Path(modelfactory.__file__).resolve().parent / "torchmodels.p
 def findings(path: Path, only: str | None = None, **conf: Any) -> list[tuple[str, str | None]]:
     """(rule, module or tensor or input) for every finding, in the report's order."""
     config = cfg.from_dict(conf)
-    report = engine.run([str(path)], config)
+    report = driver.run([str(path)], config)
     out = []
     for f in report.models[0].findings:
         if only is None or f.rule in only.split(","):
@@ -30,7 +30,7 @@ def findings(path: Path, only: str | None = None, **conf: Any) -> list[tuple[str
 
 
 def model_report(path: Path, **conf: Any):
-    return engine.run([str(path)], cfg.from_dict(conf)).models[0]
+    return driver.run([str(path)], cfg.from_dict(conf)).models[0]
 
 
 # -- MG001 oversized-linear ---------------------------------------------------------------------

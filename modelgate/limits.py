@@ -1,0 +1,174 @@
+"""Budget limits: what the config's ``budget:`` says, and how a breach is said.
+
+A leaf module: the config parses limits with it, and the budget rules (MG301-MG304) word
+their findings with it, so that neither imports the budget stage (:mod:`modelgate.budget`),
+which runs the rules.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from modelgate.finding import Location, Problem
+
+# budgeted figure -> (rule that judges it, unit in messages, what it is)
+METRICS: dict[str, tuple[str, str, str]] = {
+    "size_mb": ("MG301", "MB", "size on the device: compressed Core ML, Core ML, ONNX or the file"),
+    "file_mb": ("MG301", "MB", "the model file as committed"),
+    "weights_mb": ("MG301", "MB", "weights and buffers as stored"),
+    "parameters": ("MG301", "", "parameter count"),
+    "peak_activation_mb": ("MG301", "MB", "estimated peak activation memory at the input shapes"),
+    "macs": ("MG302", "", "multiply-accumulates per inference"),
+    "latency_ms": ("MG302", "ms", "median latency on this machine's CPU"),
+    "drift": ("MG303", "", "relative L2 error of the outputs against the original model"),
+}
+BUDGET_RULES = ("MG301", "MG302", "MG303", "MG304")
+
+
+@dataclass(frozen=True)
+class Limit:
+    max: float | None = None
+    max_increase: float | None = None  # in the figure's unit, against the baseline
+    max_increase_pct: float | None = None  # percent of the baseline's figure
+
+    @property
+    def relative(self) -> bool:
+        return self.max_increase is not None or self.max_increase_pct is not None
+
+
+def parse(doc: dict[str, Any] | None) -> dict[str, Limit]:
+    """Limits from the validated ``budget:`` mapping, in the config's order."""
+    out: dict[str, Limit] = {}
+    for key, value in (doc or {}).items():
+        if isinstance(value, dict):
+            out[key] = Limit(
+                value.get("max"), value.get("max_increase"), value.get("max_increase_pct")
+            )
+        else:
+            out[key] = Limit(max=value)
+    return out
+
+
+def schema() -> dict[str, Any]:
+    """The ``budget`` property of the config schema."""
+    number = {"type": "number", "minimum": 0}
+    limit = {
+        "oneOf": [
+            number,
+            {
+                "type": "object",
+                "properties": {
+                    "max": {**number, "description": "maximum"},
+                    "max_increase": {**number, "description": "growth against the baseline"},
+                    "max_increase_pct": {
+                        **number,
+                        "description": "growth against the baseline, in percent",
+                    },
+                },
+                "additionalProperties": False,
+                "minProperties": 1,
+            },
+        ]
+    }
+    return {
+        "budget": {
+            "description": "limits; a number is a maximum, an object may also limit growth "
+            "against a baseline. Exceeding one fails the gate (MG301-MG303)",
+            "type": "object",
+            "properties": {
+                key: {**limit, "description": f"{what} ({unit or 'count'})"}
+                for key, (_, unit, what) in METRICS.items()
+            },
+            "additionalProperties": False,
+        }
+    }
+
+
+def describe(key: str, value: float) -> str:
+    """A budgeted figure with its unit, as messages and tables show it."""
+    unit = METRICS.get(key, ("", "", ""))[1]
+    if key == "drift":
+        text = f"{value:.3g}"
+    elif key in ("parameters", "macs"):
+        from modelgate.rule import human_count
+
+        text = human_count(value)
+    else:
+        text = f"{value:.3g}" if abs(value) < 100 else f"{value:,.0f}"
+    return f"{text} {unit}".strip()
+
+
+def problems(graph: Any, rule: str) -> Iterator[Problem]:
+    """The findings of budget rule ``rule`` over the evaluation on ``graph`` (see
+    :func:`apply`): one per figure over its maximum, one per figure over its growth limit."""
+    for key, entry in (graph.metadata.get("budget") or {}).items():
+        if entry.get("rule") != rule or entry.get("passed") is not False:
+            continue
+        value = entry["value"]
+        of = f" ({entry['measured']})" if entry.get("measured") else ""
+        limit = entry.get("limit")
+        if limit is not None and value > limit:
+            over = value - limit
+            pct = f", +{over / limit:.0%}" if limit else ""
+            yield Problem(
+                f"{key} {describe(key, value)}{of} is over the budget of "
+                f"{describe(key, limit)} by {describe(key, over)}{pct}",
+                Location(graph.path),
+                fix=_FIXES.get(key),
+                key=f"budget:{key}",
+            )
+        old = entry.get("baseline")
+        if old is None:
+            continue
+        increase = value - old
+        allowed = []
+        if entry.get("max_increase") is not None and increase > entry["max_increase"]:
+            allowed.append(f"{describe(key, entry['max_increase'])}")
+        pct_limit = entry.get("max_increase_pct")
+        if (
+            pct_limit is not None
+            and increase > 0
+            and (old <= 0 or 100 * increase / old > pct_limit)
+        ):
+            allowed.append(f"{pct_limit:g}%")
+        if allowed:
+            pct = f" (+{100 * increase / old:.1f}%)" if old else ""
+            against = graph.metadata.get("baseline_name") or "the baseline"
+            yield Problem(
+                f"{key} grew by {describe(key, increase)}{pct} against {against} "
+                f"({describe(key, old)} -> {describe(key, value)}), more than the "
+                f"{' / '.join(allowed)} allowed",
+                Location(graph.path),
+                fix=_FIXES.get(key),
+                key=f"budget:{key}:growth",
+            )
+
+
+def unjudged(graph: Any) -> Iterator[Problem]:
+    """Budgeted figures that could not be measured (MG304)."""
+    for key, entry in (graph.metadata.get("budget") or {}).items():
+        if entry.get("passed") is None:
+            yield Problem(
+                f"the budget for {key} was not judged: {entry.get('reason')}",
+                Location(graph.path),
+                fix="make the figure measurable (see the reason), or remove the limit",
+                key=f"budget:{key}:unjudged",
+            )
+
+
+_FIXES = {
+    "size_mb": "compress further (compress: palettize-4 / int4), shrink the largest layers "
+    "(metrics.largest_layers), or raise the budget",
+    "file_mb": "store weights in FP16, drop optimizer state and unused tensors",
+    "weights_mb": "store weights in FP16, or prune or shrink the largest layers",
+    "parameters": "shrink the largest layers (metrics.largest_layers)",
+    "peak_activation_mb": "reduce early feature-map sizes (stride or pool sooner), or the "
+    "input resolution",
+    "macs": "reduce feature-map sizes or channel counts of the heaviest layers",
+    "latency_ms": "reduce MACs (feature-map sizes, channels); the latency is this machine's "
+    "CPU, so compare it with a baseline rather than with the device",
+    "drift": "use a gentler preset (palettize-8, int8 instead of 4-bit), a smaller group or "
+    "block size, or compression-aware training (coremltools.optimize.torch)",
+}

@@ -1,0 +1,100 @@
+"""Data flows one way: no module of modelgate imports, at any depth, a module that imports it.
+
+Imports inside functions count too: a lazy import is still a dependency, and a circle of
+them is how a stage ends up calling back into the one above it.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _modules() -> dict[str, Path]:
+    out = {}
+    for path in sorted((ROOT / "modelgate").rglob("*.py")):
+        parts = list(path.relative_to(ROOT).with_suffix("").parts)
+        if parts[-1] == "__init__":
+            parts.pop()
+        out[".".join(parts)] = path
+    for path in sorted((ROOT / "rules").glob("*.py")):  # installed as modelgate.rules
+        out["modelgate.rules" + ("" if path.stem == "__init__" else f".{path.stem}")] = path
+    return out
+
+
+def _imports(name: str, path: Path, known: dict[str, Path]) -> set[str]:
+    package = name if path.stem == "__init__" else name.rpartition(".")[0]
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text("utf-8"))):
+        if isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = package.rsplit(".", node.level - 1)[0] if node.level > 1 else package
+                base = f"{anchor}.{base}" if base else anchor
+            for alias in node.names:
+                full = f"{base}.{alias.name}"
+                found.add(full if full in known else base)
+        elif isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+    return {m for m in found if m in known and m != name}
+
+
+def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Strongly connected components of more than one module (Tarjan)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    out: list[list[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        for w in sorted(graph[v]):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = []
+            while True:
+                w = stack.pop()
+                component.append(w)
+                if w == v:
+                    break
+            if len(component) > 1:
+                out.append(sorted(component))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return out
+
+
+def test_no_import_circle() -> None:
+    known = _modules()
+    graph = {name: _imports(name, path, known) for name, path in known.items()}
+    assert graph["modelgate.driver"] >= {"modelgate.parallel", "modelgate.budget"}  # sees edges
+    circles = [
+        f"{' <-> '.join(c)}: " + "; ".join(f"{a} -> {sorted(graph[a] & set(c))}" for a in c)
+        for c in _cycles(graph)
+    ]
+    assert circles == []
+
+
+def test_the_walker_finds_a_circle() -> None:
+    assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+
+
+def test_rules_import_no_stage() -> None:
+    """Rules read the graph; they never load files or call into the engine's stages."""
+    known = _modules()
+    stages = {
+        "modelgate.engine", "modelgate.driver", "modelgate.parallel", "modelgate.budget",
+        "modelgate.baseline", "modelgate.cli", "modelgate.action", "modelgate.loaders",
+    }  # fmt: skip
+    for name, path in known.items():
+        if name.startswith("modelgate.rules."):
+            assert not (_imports(name, path, known) & stages), name
