@@ -1,6 +1,7 @@
 """One real conversion in a fresh process (tests run it as a subprocess).
 
     python convert_probe.py PATH TARGET SHAPE  ->  {"ok": bool, "error": str, "missing": [...]}
+    python convert_probe.py --serve < [[PATH, TARGET, SHAPE], ...]  ->  [{...}, ...]
 
 TARGET: coreml (a TorchScript file or a .pt2) | onnx (a .pt2 through the default dynamo
 exporter, or TorchScript through the legacy one). Each attempt gets its own process: a failed
@@ -71,21 +72,60 @@ def main(path: str, target: str, shape: str) -> dict:
 
 
 def run_many(cases: list[tuple[str, str, str]]) -> list[dict]:
-    """:func:`main` for each (path, target, shape), each in its own fresh process, two at a
-    time (the tests' machine has two cores)."""
+    """:func:`main` for each (path, target, shape), each in a fresh process of its own, two at
+    a time (the tests' machine has two cores). One server process imports torch and the
+    converters once and forks a child per conversion (as modelgate's own checks do), so each
+    conversion starts clean without paying the ~6 s import again."""
     import subprocess
-    from concurrent.futures import ThreadPoolExecutor
 
-    def one(case: tuple[str, str, str]) -> dict:
-        proc = subprocess.run(
-            [sys.executable, __file__, *case], capture_output=True, text=True, timeout=300
-        )
-        assert proc.returncode == 0, proc.stderr[-2000:]
-        return json.loads(proc.stdout.strip().splitlines()[-1])
+    proc = subprocess.run(
+        [sys.executable, __file__, "--serve"],
+        input=json.dumps(cases), capture_output=True, text=True, timeout=900,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
 
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        return list(pool.map(one, cases))
+
+def serve(cases: list[list[str]], width: int = 2) -> list[dict]:
+    """Run each case in a forked child of this (warmed) process, ``width`` at a time."""
+    import os
+
+    import coremltools  # noqa: F401  (imported once, before the children are forked)
+    import onnxscript  # noqa: F401
+    import torch
+    import torch._dynamo
+
+    torch.set_num_threads(1)
+    results: list[dict | None] = [None] * len(cases)
+    running: dict[int, tuple[int, str]] = {}  # pid -> (case index, result file)
+    with tempfile.TemporaryDirectory() as tmp:
+        pending = list(enumerate(cases))
+        while pending or running:
+            while pending and len(running) < width:
+                index, case = pending.pop(0)
+                out = os.path.join(tmp, f"{index}.json")
+                pid = os.fork()
+                if pid == 0:  # the child: one conversion, its result in a file, then gone
+                    code = 0
+                    try:
+                        with open(out, "w") as fh:
+                            json.dump(main(*case), fh)
+                    except BaseException:
+                        code = 1
+                    os._exit(code)
+                running[pid] = (index, out)
+            pid, status = os.wait()
+            index, out = running.pop(pid)
+            if os.path.exists(out) and os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0:
+                with open(out) as fh:
+                    results[index] = json.load(fh)
+            else:
+                results[index] = {"ok": False, "error": f"the probe died (status {status})"}
+    return [r or {} for r in results]
 
 
 if __name__ == "__main__":
-    print(json.dumps(main(sys.argv[1], sys.argv[2], sys.argv[3])))
+    if sys.argv[1:] == ["--serve"]:
+        print(json.dumps(serve(json.loads(sys.stdin.read()))))
+    else:
+        print(json.dumps(main(sys.argv[1], sys.argv[2], sys.argv[3])))
