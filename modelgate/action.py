@@ -27,6 +27,7 @@ from typing import Any
 
 from modelgate.cli import EXIT_FAIL, EXIT_PASS, EXIT_USAGE, under_actions
 from modelgate.finding import SEVERITIES, Finding, Location, SourceLocation
+from modelgate.options import Options
 from modelgate.report import ModelReport, Report
 
 TRUE = ("1", "true", "yes", "on")
@@ -285,19 +286,28 @@ def _log(message: str) -> None:
     print(f"modelgate: {message}", flush=True)
 
 
+def _options(args: argparse.Namespace) -> Options:
+    """What the Action's inputs say, for :func:`modelgate.options.apply`."""
+    return Options(
+        config=args.config or None,
+        fail_on=args.fail_level or None,
+        baseline=_flag(args.baseline),
+    )
+
+
 def run(args: argparse.Namespace) -> int:
-    from modelgate import config as cfg
-    from modelgate import driver, repo, verdict
+    from modelgate import driver, options, repo, verdict
+    from modelgate.config import ConfigError
+    from modelgate.registry import UnknownRule
 
     root = os.environ.get("GITHUB_WORKSPACE") or repo.find_root() or os.getcwd()
     root = os.path.abspath(root)
     os.chdir(root)  # display paths, globs and annotations are all relative to the repository
+    opts = _options(args)
     try:
-        config = cfg.load(args.config or None)
-    except cfg.ConfigError as exc:
+        config, inputs = options.load(opts)
+    except (ConfigError, UnknownRule) as exc:
         raise ActionError(str(exc)) from None
-    if args.fail_level:
-        config = replace(config, fail_on=args.fail_level)
     shard = parse_shard(args.shard) if args.shard else None
 
     patterns = split_paths(args.paths) or ["."]
@@ -353,7 +363,8 @@ def run(args: argparse.Namespace) -> int:
                 bases, base_commit, label or base_commit, root, tmp
             )
         if selected:
-            report = driver.run(selected, config, baselines=files, baseline_names=names)
+            report = driver.run(selected, config, inputs, jobs=opts.jobs, baselines=files,
+                                baseline_names=names)  # fmt: skip
         else:
             report = verdict.finish(Report(), config)
     for model in report.models:

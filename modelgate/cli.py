@@ -12,8 +12,13 @@ import contextlib
 import os
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from modelgate import __version__
+
+if TYPE_CHECKING:
+    from modelgate.checks.settings import CheckSettings
+    from modelgate.options import Options
 
 EXIT_PASS, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
 
@@ -193,27 +198,12 @@ def _positive(kind: type) -> object:
     return parse
 
 
-def _checks(settings: object, args: argparse.Namespace) -> object:
-    """The config's check settings with --convert / --compress applied; refuses presets it
-    does not know and converters whose packages are missing (exit 2, before any work)."""
+def _require_toolchains(settings: CheckSettings) -> None:
+    """Refuse, before any work (exit 2), conversions whose packages are not installed."""
     import importlib.util
-    from dataclasses import replace
 
-    from modelgate.checks.settings import PRESETS, CheckSettings
     from modelgate.config import ConfigError
 
-    assert isinstance(settings, CheckSettings)
-    if args.static:
-        if args.convert or args.compress:
-            raise ConfigError("--static skips conversions: drop --convert / --compress")
-        return replace(settings, convert=(), compress=())
-    for preset in args.compress or ():
-        if preset not in PRESETS:
-            raise ConfigError(f"--compress {preset}: unknown preset (known: {', '.join(PRESETS)})")
-    if args.convert:
-        settings = replace(settings, convert=tuple(dict.fromkeys(args.convert)))
-    if args.compress:
-        settings = replace(settings, compress=tuple(dict.fromkeys(args.compress)))
     needs = {"coreml": ("torch", "coremltools"), "onnx": ("torch", "onnx", "onnxruntime")}
     extra = {"coreml": "coreml", "onnx": "onnx"}
     for converter in settings.converters:
@@ -223,66 +213,43 @@ def _checks(settings: object, args: argparse.Namespace) -> object:
                     f"converting to {converter} needs {package}: "
                     f"pip install 'modelgate-lint[{extra[converter]}]'"
                 )
-    return settings
 
 
-# Budget figures a static check measures (the file, its weights, its parameters); size_mb
-# first, since it means the file only when nothing is converted.
-STATIC_BUDGET = ("size_mb", "file_mb", "weights_mb", "parameters")
+def _split(text: str | None) -> tuple[str, ...]:
+    return tuple(part.strip() for part in (text or "").split(",") if part.strip())
 
 
-def _split(text: str | None) -> list[str]:
-    return [part.strip() for part in (text or "").split(",") if part.strip()]
+def _options(args: argparse.Namespace) -> Options:
+    """What the ``check`` flags say, for :func:`modelgate.options.apply`."""
+    from modelgate.options import Options
+
+    return Options(
+        config=args.config,
+        select=_split(args.select),
+        ignore=_split(args.ignore),
+        targets=tuple(args.target or ()),
+        fail_on=args.fail_on,
+        convert=tuple(args.convert or ()),
+        compress=tuple(args.compress or ()),
+        static=args.static,
+        baseline=bool(args.baseline),
+        input_shapes=tuple(args.input_shape),
+        jobs=args.jobs,
+        timeout=args.timeout,
+    )
 
 
 def _check(args: argparse.Namespace) -> int:
-    from dataclasses import replace
-
-    from modelgate import config as cfg
-    from modelgate import discover, driver
-    from modelgate.limits import Limit
+    from modelgate import discover, driver, options
+    from modelgate.config import ConfigError
     from modelgate.registry import UnknownRule
     from modelgate.reporters import render
-    from modelgate.rules import REGISTRY
 
+    opts = _options(args)
     try:
-        config = cfg.load(args.config)
-        cli_inputs = tuple(cfg.parse_input_shape(s) for s in args.input_shape)
-        rules = dict(config.rules)
-        selected = {REGISTRY.get(k).ID for k in _split(args.select)}
-        for key in _split(args.ignore):
-            rules[REGISTRY.get(key).ID] = cfg.RuleSetting(enabled=False)
-        if selected:
-            for module in REGISTRY:
-                if module.ID not in selected:
-                    rules[module.ID] = cfg.RuleSetting(enabled=False)
-        converts = config.checks.active
-        config = replace(
-            config,
-            rules=rules,
-            targets=tuple(args.target) if args.target else config.targets,
-            asked_targets=tuple(dict.fromkeys(args.target))
-            if args.target
-            else config.asked_targets,
-            fail_on=args.fail_on or config.fail_on,
-            checks=_checks(config.checks, args),
-        )
-        if args.static:  # limits on what the file shows; growth limits need --baseline
-            # size_mb is the file's size only where the config converts nothing; otherwise it
-            # budgets a converted package, which --static does not make
-            static = STATIC_BUDGET if not converts else STATIC_BUDGET[1:]
-            config = replace(
-                config,
-                budget={
-                    k: v if args.baseline else Limit(max=v.max)
-                    for k, v in config.budget.items()
-                    if k in static and (args.baseline or v.max is not None)
-                },
-            )
-    except cfg.ConfigError as exc:
-        print(f"modelgate: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    except UnknownRule as exc:
+        config, cli_inputs = options.load(opts)
+        _require_toolchains(config.checks)
+    except (ConfigError, UnknownRule) as exc:
         print(f"modelgate: {exc}", file=sys.stderr)
         return EXIT_USAGE
 
@@ -306,8 +273,8 @@ def _check(args: argparse.Namespace) -> int:
         except BaselineError as exc:
             print(f"modelgate: {exc}", file=sys.stderr)
             return EXIT_USAGE
-    report = driver.run(paths, config, cli_inputs, jobs=args.jobs, timeout=args.timeout,
-                        baselines=baselines, found=found)  # fmt: skip
+    report = driver.run(paths, config, cli_inputs, jobs=opts.jobs, baselines=baselines,
+                        found=found)  # fmt: skip
     for model, path in zip(report.models, paths, strict=True):
         if path in missing_baselines:
             model.notes.append(missing_baselines[path])

@@ -48,14 +48,13 @@ class RuleSetting:
 
 @dataclass
 class Config:
-    """The validated configuration. ``raw`` keeps the document for keys other parts read."""
+    """The validated configuration."""
 
     path: str | None = None
     root: str = "."
     targets: tuple[str, ...] = TARGETS
     asked_targets: tuple[str, ...] = ()  # targets the config or --target named (not defaults)
     inputs: tuple[InputSpec, ...] = ()
-    input_source: str | None = None  # config | cli
     rules: dict[str, RuleSetting] = field(default_factory=dict)  # by rule id
     ignore: dict[str, tuple[str, ...]] = field(default_factory=dict)  # glob -> rule ids
     pickle_allow: tuple[str, ...] = ()
@@ -63,7 +62,6 @@ class Config:
     timeout: float = 300.0  # seconds one model's check may take before it is MG902
     checks: CheckSettings = field(default_factory=CheckSettings)  # convert, compress, measure
     budget: dict[str, Limit] = field(default_factory=dict)  # metric -> limit
-    raw: dict[str, Any] = field(default_factory=dict)
 
     def setting(self, rule_id: str) -> RuleSetting:
         return self.rules.get(rule_id, RuleSetting())
@@ -292,15 +290,13 @@ def from_dict(doc: dict[str, Any], source: str = "config") -> Config:
         targets=tuple(doc.get("targets", TARGETS)),
         asked_targets=tuple(doc.get("targets", ())),
         inputs=inputs,
-        input_source="config" if inputs else None,
         rules=rules,
         ignore=ignore,
         pickle_allow=tuple((doc.get("pickle") or {}).get("allow", ())),
-        fail_on=doc.get("fail_on", "error"),
-        timeout=float(doc.get("timeout", 300.0)),
+        fail_on=doc.get("fail_on", Config.fail_on),
+        timeout=float(doc.get("timeout", Config.timeout)),
         checks=check_settings.parse(doc),
         budget=budget_limits.parse(doc.get("budget")),
-        raw=doc,
     )
 
 

@@ -48,10 +48,6 @@ ITEMSIZE: dict[str, float] = {
     "string": 0,
 }
 
-FLOAT_DTYPES = frozenset(
-    {"float64", "float32", "float16", "bfloat16"} | {d for d in ITEMSIZE if d.startswith("float8")}
-)
-
 # Layer kinds rules reason about, from the class or op names that formats use for them.
 _KINDS: dict[str, str] = {
     "linear": "linear",
@@ -252,10 +248,6 @@ class ModelGraph:
 
     def value(self, name: str) -> ValueInfo | None:
         return self.values.get(name)
-
-    def layer_of(self, tensor_name: str) -> Layer | None:
-        module, _, _ = tensor_name.rpartition(".")
-        return self.layers.get(module)
 
     def ops_of(self, *targets: str) -> list[Op]:
         wanted = set(targets)

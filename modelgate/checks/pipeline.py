@@ -231,17 +231,8 @@ def modules_for(converters: tuple[str, ...]) -> list[str]:
 
 def _preload(target: str, job: Any) -> str | None:
     """Import what the step needs here, once per worker; the first missing module, or None.
-
-    In a worker of :mod:`modelgate.parallel` (a process of modelgate's own) the OpenMP and
-    BLAS pools are sized to ``measure.threads`` before the libraries load, unless the user set
-    them: with ``-j N`` each of N workers would otherwise start a pool per core."""
-    import multiprocessing
-
+    (The worker sized the OpenMP and BLAS pools when it started: :mod:`modelgate.parallel`.)"""
     from modelgate.checks import isolate
-
-    if multiprocessing.current_process().name == "modelgate-worker":
-        for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-            os.environ.setdefault(name, str(job.settings.measure.threads))
 
     modules = list(MODULES.get(target, ()))
     if target == "coreml" and any(PRESETS[p].api == "palettize" for p in job.settings.compress):

@@ -10,8 +10,8 @@ import os
 import stat
 
 from modelgate.graph import ModelGraph
+from modelgate.loaders.allowlist import Policy
 from modelgate.loaders.errors import NeedsExtra, Unreadable
-from modelgate.loaders.pickles import Policy
 
 __all__ = ["NeedsExtra", "Policy", "Unreadable", "load", "sniff"]
 
@@ -32,7 +32,7 @@ _OTHER_MAGIC = (
 
 def sniff(path: str) -> str:
     """The format a file's first bytes announce: zip, pickle, safetensors, onnx, lfs, ..."""
-    from modelgate.loaders import onnx_model, pickles, safetensors
+    from modelgate.loaders import onnx_model, pickle_scan, safetensors
 
     size = os.path.getsize(path)
     with open(path, "rb") as fh:
@@ -43,7 +43,7 @@ def sniff(path: str) -> str:
         return "lfs"
     if head.startswith(b"PK\x03\x04") or head.startswith(b"PK\x05\x06"):
         return "zip"
-    if pickles.is_pickle(head):
+    if pickle_scan.is_pickle(head):
         return "pickle"
     if safetensors.sniff(head, size):
         return "safetensors"
@@ -57,11 +57,11 @@ def sniff(path: str) -> str:
 def _text_pickle(path: str, probe: int = 1024 * 1024) -> bool:
     """A pickle without a protocol header (protocols 0 and 1, which ``torch.save`` writes
     when asked): the first MB parses as opcodes up to STOP, or up to the probe's end."""
-    from modelgate.loaders import pickles
+    from modelgate.loaders import pickle_scan
 
     with open(path, "rb") as fh:
         data = fh.read(probe)
-    result = pickles.scan(data, "pickle", pickles.Policy())
+    result = pickle_scan.scan(data, "pickle", Policy())
     if result.truncated:
         return len(data) == probe  # followable all the way through the probe
     return not any(i.usage == "stream" for i in result.issues)

@@ -22,8 +22,11 @@ from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
 from modelgate.graph import PickleIssue
-from modelgate.loaders import pickles
+from modelgate.loaders.allowlist import Policy
 from modelgate.loaders.errors import Unreadable
+from modelgate.loaders.inert import load_inert_keys
+from modelgate.loaders.pickle_scan import ScanResult, is_pickle, scan
+from modelgate.loaders.pickle_stream import scan_sequence
 
 MAX_SMALL_MEMBER = 256 * 1024 * 1024  # a pickle or JSON member larger than this is refused
 MAX_MEMBERS = 1_000_000
@@ -275,12 +278,12 @@ class ScanReport:
     pickles: list[str] = field(default_factory=list)  # member names scanned
     # main pickles read inertly during the scan (to learn which members are raw storages)
     objects: dict[str, Any] = field(default_factory=dict)
-    scans: dict[str, pickles.ScanResult] = field(default_factory=dict)  # the main pickles'
+    scans: dict[str, ScanResult] = field(default_factory=dict)  # the main pickles'
 
 
 def scan_archive(
     archive: Archive,
-    policy: pickles.Policy,
+    policy: Policy,
     main: Iterable[str] = ("data.pkl",),
     raw: Iterable[str] = (),
     loaded: Iterable[str] = (),
@@ -308,7 +311,7 @@ def scan_archive(
             strict = False  # storages unknown: stray bytes that look like pickles are noise
             continue
         try:
-            obj, keys = pickles.load_inert_keys(read_member(archive, name), policy, True)
+            obj, keys = load_inert_keys(read_member(archive, name), policy, True)
         except Unreadable:
             raise
         except Exception:  # reported by the format's loader, which reads it again
@@ -329,7 +332,7 @@ def scan_archive(
             _scan_nested(archive, name, policy, report, depth)
         elif name in forced:
             _scan_loaded_stream(archive, name, policy, report)
-        elif pickles.is_pickle(magic) or lower.endswith(PICKLE_NAMES) or "/pickle" in lower:
+        elif is_pickle(magic) or lower.endswith(PICKLE_NAMES) or "/pickle" in lower:
             named = lower.endswith(PICKLE_NAMES) or "/pickle" in lower
             _scan_pickle(archive, name, policy, report, quiet=not (strict or named))
     return report
@@ -338,17 +341,17 @@ def scan_archive(
 def _scan_pickle(
     archive: Archive,
     name: str,
-    policy: pickles.Policy,
+    policy: Policy,
     report: ScanReport,
     quiet: bool = False,
-) -> pickles.ScanResult | None:
+) -> ScanResult | None:
     """Scan one pickle member; ``quiet`` drops "cannot follow" for bytes that may be data."""
     where = archive.where(name)
     info = archive.infos[name]
     if info.file_size > MAX_SMALL_MEMBER:
         report.issues.append(PickleIssue(where, None, "pickle member too large to scan", "stream"))
         return None
-    result = pickles.scan(read_member(archive, name), where, policy)
+    result = scan(read_member(archive, name), where, policy)
     if quiet and any(i.usage == "stream" for i in result.issues):
         return result
     report.pickles.append(name)
@@ -356,21 +359,19 @@ def _scan_pickle(
     return result
 
 
-def _scan_loaded_stream(
-    archive: Archive, name: str, policy: pickles.Policy, report: ScanReport
-) -> None:
+def _scan_loaded_stream(archive: Archive, name: str, policy: Policy, report: ScanReport) -> None:
     """A member torch.load reads that is not a zip: the legacy layout or a bare pickle."""
     where = archive.where(name)
     if archive.infos[name].file_size > MAX_SMALL_MEMBER:
         report.issues.append(PickleIssue(where, None, "member too large to scan", "stream"))
         return
-    _, _, issues, _ = pickles.scan_sequence(read_member(archive, name), where, policy)
+    _, _, issues, _ = scan_sequence(read_member(archive, name), where, policy)
     report.pickles.append(name)
     report.issues.extend(issues)
 
 
 def _scan_nested(
-    archive: Archive, name: str, policy: pickles.Policy, report: ScanReport, depth: int
+    archive: Archive, name: str, policy: Policy, report: ScanReport, depth: int
 ) -> None:
     where = archive.where(name)
     if depth >= MAX_NESTING:
@@ -390,7 +391,7 @@ def _scan_nested(
     with inner.zf:
         if inner.names("code/"):  # a TorchScript archive
             main = ("data.pkl", "constants.pkl", "traced_inputs.pkl")
-            policy = pickles.Policy(extra=policy.extra, torchscript=True)
+            policy = Policy(extra=policy.extra, torchscript=True)
         else:
             main = ("data.pkl",)
         sub = scan_archive(inner, policy, main=main, depth=depth + 1)

@@ -12,8 +12,8 @@ import math
 from typing import Any, BinaryIO
 
 from modelgate.graph import ModelGraph, TensorInfo
+from modelgate.loaders.bounds import MAX_DIM, MAX_RANK, brief
 from modelgate.loaders.errors import Unreadable
-from modelgate.loaders.pickles import MAX_DIM, MAX_RANK, brief
 from modelgate.loaders.torch_pickle import infer_layers
 
 MAX_HEADER = 100 * 1024 * 1024  # the reference implementation's limit

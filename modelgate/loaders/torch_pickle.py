@@ -9,18 +9,20 @@ the file's code, and no tensor bytes are read.
 from __future__ import annotations
 
 import math
-import pickle
 import re
 from collections.abc import Iterator
 from typing import Any, BinaryIO
 
 from modelgate.graph import ITEMSIZE, Layer, ModelGraph, TensorInfo
-from modelgate.loaders import pickles
+from modelgate.loaders.allowlist import Policy
 from modelgate.loaders.archive import Archive, scan_archive
+from modelgate.loaders.bounds import brief
 from modelgate.loaders.errors import Unreadable
-from modelgate.loaders.pickles import NDArrayStub, StorageRef, Stub, TensorStub
+from modelgate.loaders.inert import NDArrayStub, StorageRef, Stub, TensorStub, load_inert
+from modelgate.loaders.pickle_scan import ScanResult
+from modelgate.loaders.pickle_stream import LEGACY_MAGIC, scan_sequence
+from modelgate.loaders.weights_only import numpy_dtype_classes, torch_default_allows
 
-LEGACY_MAGIC = pickles.LEGACY_MAGIC
 _MAX_OBJECTS = 2_000_000
 _STATE_DICT_KEYS = (
     "state_dict",
@@ -44,7 +46,7 @@ _NOT_MODEL = re.compile(r"optim|sched|scaler|lr_|loss|callbacks|loops", re.IGNOR
 # ---------------------------------------------------------------------------------------------
 
 
-def load_zip(archive: Archive, graph: ModelGraph, policy: pickles.Policy) -> None:
+def load_zip(archive: Archive, graph: ModelGraph, policy: Policy) -> None:
     """Read a torch.save zip archive into ``graph``."""
     graph.format = "torch_save"
     graph.metadata["layout"] = "zip"
@@ -66,7 +68,7 @@ def load_zip(archive: Archive, graph: ModelGraph, policy: pickles.Policy) -> Non
     interpret(obj, graph)
 
 
-def _unpickle_member(archive: Archive, rel: str, graph: ModelGraph, policy: pickles.Policy) -> Any:
+def _unpickle_member(archive: Archive, rel: str, graph: ModelGraph, policy: Policy) -> Any:
     """Unpickle a member into stubs, unless its scan found a global that is called."""
     where = archive.where(archive.prefix + rel)
     blocking = [i for i in graph.pickle_issues if i.member == where and i.usage != "class"]
@@ -76,7 +78,7 @@ def _unpickle_member(archive: Archive, rel: str, graph: ModelGraph, policy: pick
     class_stubs = any(i.member == where for i in graph.pickle_issues)
     data = archive.read(rel)
     try:
-        return pickles.load_inert(data, policy, class_stubs)
+        return load_inert(data, policy, class_stubs)
     except RecursionError:
         raise Unreadable(f"{rel}: pickle nests too deeply", member=where) from None
     except Exception as exc:  # any failure of a hostile stream is "unreadable", never a crash
@@ -120,7 +122,7 @@ def _check_extent(name: str, t: TensorStub) -> None:
         return
     stride = t.stride or tuple(math.prod(t.shape[i + 1 :]) for i in range(len(t.shape)))
     if len(stride) != len(t.shape) or any(not isinstance(s, int) or s < 0 for s in stride):
-        raise Unreadable(f"tensor {name!r} has an invalid stride {pickles.brief(stride)}")
+        raise Unreadable(f"tensor {name!r} has an invalid stride {brief(stride)}")
     extent = t.offset + 1 + sum((d - 1) * s for d, s in zip(t.shape, stride, strict=True))
     # storage numel counts elements of the storage dtype; the tensor dtype may differ (v3)
     tensor_items = ITEMSIZE.get(t.dtype, 1)
@@ -137,7 +139,7 @@ def _check_extent(name: str, t: TensorStub) -> None:
 # ---------------------------------------------------------------------------------------------
 
 
-def load_pickle_stream(fh: BinaryIO, size: int, graph: ModelGraph, policy: pickles.Policy) -> None:
+def load_pickle_stream(fh: BinaryIO, size: int, graph: ModelGraph, policy: Policy) -> None:
     """A legacy (pre-1.6) torch.save file or a plain pickle.
 
     Legacy files are five pickles back to back (magic, protocol, sys info, the object, storage
@@ -146,8 +148,8 @@ def load_pickle_stream(fh: BinaryIO, size: int, graph: ModelGraph, policy: pickl
     """
     graph.format = "torch_save"
     graph.metadata["layout"] = "pickle"
-    results: list[pickles.ScanResult] = []
-    starts, ends, issues, incomplete = pickles.scan_sequence(fh, "pickle", policy, results)
+    results: list[ScanResult] = []
+    starts, ends, issues, incomplete = scan_sequence(fh, "pickle", policy, results)
     graph.pickle_issues.extend(issues)
     if incomplete:
         raise Unreadable("pickle stream ends early (truncated file?)")
@@ -157,12 +159,12 @@ def load_pickle_stream(fh: BinaryIO, size: int, graph: ModelGraph, policy: pickl
         return
     class_stubs = bool(issues)
     try:
-        first = pickles.load_inert(fh, policy, class_stubs, starts[0])
+        first = load_inert(fh, policy, class_stubs, starts[0])
         legacy = type(first) is int and first == LEGACY_MAGIC
         if legacy:
             graph.metadata["layout"] = "legacy"
-            obj = pickles.load_inert(fh, policy, class_stubs, starts[3])
-            keys = pickles.load_inert(fh, policy, class_stubs, starts[4])
+            obj = load_inert(fh, policy, class_stubs, starts[3])
+            keys = load_inert(fh, policy, class_stubs, starts[4])
     except RecursionError:
         raise Unreadable("pickle nests too deeply") from None
     except Exception as exc:
@@ -185,9 +187,7 @@ _FILL_OPCODES = {"items": "SETITEM(S), which it allows only on dict, OrderedDict
                  "appends": "APPEND(S), which it allows only on list"}  # fmt: skip
 
 
-def _weights_only(
-    results: list[pickles.ScanResult], obj: Any, member: str, graph: ModelGraph
-) -> None:
+def _weights_only(results: list[ScanResult], obj: Any, member: str, graph: ModelGraph) -> None:
     """Globals a clean pickle uses that ``torch.load(weights_only=True)`` rejects by default,
     and containers it cannot fill even when they are allowed."""
     unsafe = {i.global_name for i in graph.pickle_issues}
@@ -199,9 +199,9 @@ def _weights_only(
             for kind in sorted(kinds):
                 if name not in _FILLABLE[kind]:
                     blocked.setdefault(name, f"is filled item by item with {_FILL_OPCODES[kind]}")
-    needs = {n for n in names if not pickles.torch_default_allows(n) and n not in unsafe}
+    needs = {n for n in names if not torch_default_allows(n) and n not in unsafe}
     if any(n.endswith(".dtype") and n.startswith("numpy.") for n in needs):
-        needs |= pickles.numpy_dtype_classes(obj)
+        needs |= numpy_dtype_classes(obj)
     if needs or blocked:
         graph.metadata["weights_only"] = {
             "member": member,
@@ -243,7 +243,7 @@ def training_state(obj: Any) -> str | None:
     return None
 
 
-def _training_arguments(results: list[pickles.ScanResult], graph: ModelGraph) -> None:
+def _training_arguments(results: list[ScanResult], graph: ModelGraph) -> None:
     """An unsafe pickle that rebuilds transformers' TrainingArguments (``training_args.bin``)
     is still training state, not a failed model: say so (MG901 reports the globals)."""
     for result in results:
@@ -577,11 +577,3 @@ def _items(mapping: Any) -> list[tuple[str, Any]]:
 def _training(module: Stub) -> bool | None:
     value = module.attributes.get("training")
     return value if isinstance(value, bool) else None
-
-
-def unpickle_error(exc: BaseException) -> Unreadable:
-    if isinstance(exc, Unreadable):
-        return exc
-    if isinstance(exc, pickle.UnpicklingError):
-        return Unreadable(f"cannot unpickle: {_short(exc)}")
-    return Unreadable(f"cannot read: {_short(exc)}")
