@@ -16,9 +16,11 @@ Exit codes are the CLI's: 0 passed, 1 failed, 2 could not run (bad input, config
 from __future__ import annotations
 
 import argparse
+import contextlib
 import glob
 import json
 import os
+import posixpath
 import sys
 import tempfile
 from collections.abc import Sequence
@@ -173,7 +175,7 @@ def export_baselines(
     {model: (its path at the base, ``label``)}, and {model: why it has no baseline}. The engine
     then checks both versions together with the same config, so budget limits on growth and
     the new-findings marks work as for ``modelgate check --baseline``."""
-    from modelgate import repo
+    from modelgate import discover, repo
 
     files: dict[str, str] = {}
     names: dict[str, tuple[str, str]] = {}
@@ -185,9 +187,24 @@ def export_baselines(
         except repo.GitError as exc:
             missing[path] = f"no baseline: {exc}"
             continue
+        for name in discover.companions(dest):  # its shards or external data, at the base too
+            with contextlib.suppress(repo.GitError):  # one missing there is the baseline's MG902
+                repo.export_file(ref, posixpath.join(posixpath.dirname(base_path), name),
+                                 os.path.join(os.path.dirname(dest), name), cwd=root)  # fmt: skip
         files[path] = dest
         names[path] = (base_path, label)
     return files, names, missing
+
+
+def _changed(path: str, changes: dict[str, str | None]) -> bool:
+    """Whether the model at ``path`` changed: its file, or a file that is part of it (a shard
+    of an index, the external data of an ONNX file)."""
+    from modelgate import discover
+
+    if path in changes:
+        return True
+    folder = posixpath.dirname(path)
+    return any(posixpath.join(folder, name) in changes for name in discover.companions(path))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -334,7 +351,7 @@ def run(args: argparse.Namespace) -> int:
             )
         else:
             total = len(selected)
-            selected = [p for p in selected if p in changes]
+            selected = [p for p in selected if _changed(p, changes)]
             notes.append(
                 f"checked the {len(selected)} of {total} selected model files that "
                 f"changed against {label}"
@@ -358,7 +375,8 @@ def run(args: argparse.Namespace) -> int:
         names: dict[str, tuple[str, str]] = {}
         missing: dict[str, str] = {}
         if changes and base_commit and _flag(args.baseline):
-            bases = {p: b for p, b in changes.items() if b is not None and p in selected}
+            bases = {p: changes.get(p, p) for p in selected if _changed(p, changes)}
+            bases = {p: b for p, b in bases.items() if b is not None}
             files, names, missing = export_baselines(
                 bases, base_commit, label or base_commit, root, tmp
             )

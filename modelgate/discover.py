@@ -134,6 +134,19 @@ def _walk(root: str, found: Discovery) -> list[str]:
     return sorted(files)
 
 
+def companions(path: str) -> list[str]:
+    """File names beside ``path`` that are part of its model: a shard index's shards, an ONNX
+    file's external data. A pull request that changes only them changes the model."""
+    if sharded.is_index(path):
+        try:
+            return sorted(set(sharded.read_index(path)[1]))
+        except Unreadable:
+            return []
+    if path.lower().endswith(".onnx") and _regular(path):
+        return sorted(_external_data(path))
+    return []
+
+
 def _regular(path: str) -> bool:
     try:
         return stat.S_ISREG(os.stat(path).st_mode)

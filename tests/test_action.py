@@ -411,3 +411,83 @@ def test_json_reports_round_trip_finding_identities() -> None:
     (again,) = back.models[0].findings
     assert again.key == "head" and again.identity == finding.identity == "MG001:head"
     assert again.location == finding.location and again.extra == {}
+
+
+def _sharded(folder: Path, head: int) -> None:
+    """A two-shard safetensors checkpoint with its index; ``head`` rows in the second shard."""
+    import numpy as np
+    from safetensors.numpy import save_file
+
+    folder.mkdir(parents=True, exist_ok=True)
+    shards = {
+        "model-00001-of-00002.safetensors": {"embed.weight": np.ones((32, 8), np.float32)},
+        "model-00002-of-00002.safetensors": {"lm_head.weight": np.ones((head, 8), np.float32)},
+    }
+    weight_map = {}
+    for name, tensors in shards.items():
+        save_file(tensors, str(folder / name))
+        weight_map.update(dict.fromkeys(tensors, name))
+    (folder / "model.safetensors.index.json").write_text(
+        json.dumps({"metadata": {}, "weight_map": weight_map})
+    )
+
+
+def _external(folder: Path, rows: int) -> None:
+    """An ONNX MatMul whose weight (rows x 8) is external data in w.bin."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    folder.mkdir(parents=True, exist_ok=True)
+    weight = numpy_helper.from_array(np.ones((rows, 8), np.float32), "W")
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "W"], ["y"], name="MatMul_0")], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, rows])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8])],
+        [weight],
+    )  # fmt: skip
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    onnx.save_model(model, str(folder / "model.onnx"), save_as_external_data=True,
+                    location="w.bin", size_threshold=0)  # fmt: skip
+
+
+def test_a_change_to_shards_or_external_data_changes_the_model(tmp_path: Path) -> None:
+    """A pull request that retrains a sharded checkpoint or re-exports an ONNX file's weights
+    may leave the index or the .onnx unchanged: the model changed all the same, and its base
+    version comes with its shards / external data."""
+    pytest.importorskip("safetensors")
+    origin = tmp_path / "origin"
+    _sharded(origin / "models" / "lm", head=16)
+    _external(origin / "models" / "cnn", rows=4)
+    git(origin, "init", "-q")
+    git(origin, "add", "-A")
+    git(origin, "commit", "-q", "-m", "base")
+    git(origin, "checkout", "-q", "-b", "feature")
+    _sharded(origin / "models" / "lm", head=24)  # same index: only shard 2 changes
+    index = origin / "models" / "lm" / "model.safetensors.index.json"
+    onnx_file = origin / "models" / "cnn" / "model.onnx"
+    before = onnx_file.read_bytes()
+    (origin / "models" / "cnn" / "w.bin").write_bytes(b"\x00" * (4 * 8 * 4))  # new weights
+    assert onnx_file.read_bytes() == before
+    git(origin, "commit", "-q", "-am", "retrained")
+    changed = git(origin, "diff", "--name-only", "main", "feature").split()
+    assert changed == ["models/cnn/w.bin", "models/lm/model-00002-of-00002.safetensors"]
+    assert index.exists()
+    checkout = tmp_path / "checkout"
+    git(tmp_path, "clone", "-q", "--branch", "feature", str(origin), str(checkout))
+    code, out, outputs, _ = run_action(
+        checkout, tmp_path, paths="models/**", changed_files_only="true"
+    )
+    assert code == 0, out
+    assert outputs["checked"] == "2"
+    report = json.loads(Path(outputs["report"]).read_text())
+    models = {m["path"]: m for m in report["models"]}
+    assert set(models) == {"models/cnn/model.onnx", "models/lm/model.safetensors.index.json"}
+    lm = models["models/lm/model.safetensors.index.json"]["metrics"]
+    assert (lm["parameters"], lm["baseline"]["metrics"]["parameters"]) == (
+        32 * 8 + 24 * 8,
+        32 * 8 + 16 * 8,
+    )
+    cnn = models["models/cnn/model.onnx"]["metrics"]
+    assert cnn["baseline"]["metrics"]["parameters"] == cnn["parameters"] == 4 * 8
+    assert not any(f["rule"] == "MG902" for m in report["models"] for f in m["findings"])
