@@ -19,6 +19,14 @@ class ModelReport:
     notes: list[str] = field(default_factory=list)
     passed: bool = True
 
+    def not_checked(self) -> list[tuple[str, str]]:
+        """(rule ids, reason) of the rules that did not run; rules skipped for the same reason
+        share one entry, so a report says each reason once."""
+        by_reason: dict[str, list[str]] = {}
+        for rid, why in sorted(self.skipped.items()):
+            by_reason.setdefault(why, []).append(rid)
+        return [(", ".join(ids), why) for why, ids in by_reason.items()]
+
     def counts(self) -> dict[str, int]:
         out = {"error": 0, "warning": 0, "info": 0}
         for f in self.findings:

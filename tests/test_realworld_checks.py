@@ -100,6 +100,14 @@ def test_the_same_in_text_counts_them_in_the_summary(cli) -> None:
     assert lines[-1] == "1 model checked: 1 failed; 3 error(s), 0 warning(s), 0 info"
 
 
+def test_markdown_says_each_reason_once(cli) -> None:
+    code, out, _ = cli("sd.pth", *ASKED, "--format", "markdown")
+    assert code == 1
+    lines = out.splitlines()
+    assert f"- not checked: MG101, MG102: not converted: {WEIGHTS_ONLY}: {SAVE}" in lines
+    assert f"- not checked: MG103, MG105: not compressed: {WEIGHTS_ONLY}: {SAVE}" in lines
+
+
 @pytest.mark.parametrize("fmt", ["github", "sarif", "markdown"])
 def test_every_format_carries_mg106(cli, fmt: str) -> None:
     code, out, _ = cli("sd.pth", "--convert", "coreml", "--format", fmt)

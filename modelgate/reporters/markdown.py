@@ -344,8 +344,8 @@ def _model_section(model: ModelReport) -> list[str]:
     chart = _bytes_chart(model)
     if chart:
         lines += ["**Where the bytes are**", "", *chart, ""]
-    for rid, why in sorted(model.skipped.items()):
-        lines.append(f"- not checked: {rid}: {text(why)}")
+    for rids, why in model.not_checked():
+        lines.append(f"- not checked: {rids}: {text(why)}")
     lines += [f"- note: {text(note)}" for note in model.notes]
     if model.skipped or model.notes:
         lines.append("")

@@ -137,14 +137,6 @@ def _new_flags(model: ModelReport) -> list[bool]:
     ]
 
 
-def _not_checked(skipped: dict[str, str]) -> list[tuple[str, str]]:
-    """(rule ids, reason): rules skipped for the same reason share one line."""
-    by_reason: dict[str, list[str]] = {}
-    for rid, why in sorted(skipped.items()):
-        by_reason.setdefault(why, []).append(rid)
-    return [(", ".join(ids), why) for why, ids in by_reason.items()]
-
-
 def render(report: Report, color: bool = False) -> str:
     lines: list[str] = []
     new_total = 0
@@ -164,7 +156,7 @@ def render(report: Report, color: bool = False) -> str:
             lines.append(f"          {f.message}")
             if f.fix:
                 lines.append(_paint(f"          fix: {f.fix}", "dim", color))
-        for rids, why in _not_checked(model.skipped):
+        for rids, why in model.not_checked():
             lines.append(_paint(f"  not checked: {rids}: {why}", "dim", color))
         for note in model.notes:
             lines.append(_paint(f"  note: {note}", "dim", color))
