@@ -74,7 +74,8 @@ _FIX = {
     "(torch.onnx.export(..., custom_translation_table=...))",
 }
 _LABEL = {"coreml": "Core ML", "onnx": "ONNX"}
-# the stage a failed conversion names (modelgate/checks/steps.py); after it, the export worked
+# the stage a failed conversion names (checks/coreml_step.py, onnx_step.py); after it, the export
+# worked
 _CONVERTING = {"coreml": "converting to Core ML", "onnx": "exporting to ONNX"}
 _RUN = {"coreml": "Core ML conversion", "onnx": "ONNX export"}
 _AFTER_EXPORT = {"running onnx.checker", "creating an ONNX Runtime session"}

@@ -40,8 +40,8 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from modelgate.checks.pipeline import locate
-from modelgate.finding import Location, Problem
+from modelgate.conversion_findings import failure
+from modelgate.finding import Problem
 from modelgate.graph import ModelGraph
 from modelgate.rule import Skip
 
@@ -64,42 +64,3 @@ FIXES = {
 
 def check(graph: ModelGraph, options: dict) -> Iterator[Problem | Skip]:
     yield from failure(graph, "coreml", "Core ML conversion", FIXES)
-
-
-def failure(
-    graph: ModelGraph, target: str, label: str, fixes: dict[str, str]
-) -> Iterator[Problem | Skip]:
-    """The finding of a failed conversion to ``target`` (shared with MG102)."""
-    checks = graph.metadata.get("checks") or {}
-    if target not in (checks.get("requested") or {}).get("convert", []):
-        return
-    if checks.get("skipped"):
-        yield Skip(f"not converted: {checks['skipped']}")
-        return
-    result = checks.get(target)
-    if not isinstance(result, dict):
-        return
-    if result.get("ok") is None:
-        yield Skip(f"not converted: {result.get('skipped') or 'not run'}")
-        return
-    if result.get("ok"):
-        return
-    where = locate(graph, result.get("op"), result.get("located_at"))
-    kind = result.get("kind") or "error"
-    at = f" at {result['op']}" if result.get("op") else ""
-    if result.get("located_at"):
-        at += f" (located at {result['located_at']!r})"
-    during = f" while {result['stage']}" if result.get("stage") and kind != "error" else ""
-    verb = {"timeout": "timed out", "crash": "crashed", "memory": "ran out of memory"}
-    if kind in verb:
-        message = f"{label} {verb[kind]}{during}: {result.get('error')}"
-    else:
-        message = f"{label} failed{at}: {result.get('error')}"
-    yield Problem(
-        message,
-        Location(
-            graph.path, module=where.get("module"), op=where.get("op"), source=where.get("source")
-        ),
-        fix=fixes.get(kind, fixes["error"]),
-        key=target,
-    )

@@ -44,8 +44,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from modelgate.rules.mg101_coreml_conversion_failed import failure
-
+from modelgate.conversion_findings import failure
 from modelgate.finding import Problem
 from modelgate.graph import ModelGraph
 from modelgate.rule import Note, Skip

@@ -276,7 +276,7 @@ def onnx_file_ok(checker: str = "passed (full check)", run: dict | None = None) 
 def step_error(
     error: str, stage: str, op: str | None = None, located_at: str | None = None, **extra: Any
 ) -> dict[str, Any]:
-    """A converter that raised: its own result (steps._error + coreml.describe_error)."""
+    """A converter that raised: its own result (steps.converter_error + coreml.describe_error)."""
     out = {
         "ok": False,
         "kind": "error",

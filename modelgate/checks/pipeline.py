@@ -248,13 +248,14 @@ def _preload(target: str, job: Any) -> str | None:
 
 
 def _execute(job: Any, timeout: float, settings: CheckSettings, display: str) -> Any:
-    from modelgate.checks import isolate, steps
+    from modelgate.checks import coreml_step, isolate, onnx_step, steps
 
     show = _progress(display)
     start = time.monotonic()
+    targets = {"coreml": coreml_step.convert, "onnx": onnx_step.export}
     outcome = isolate.run(
         steps.run,
-        (job,),
+        (job, targets, {"onnx": onnx_step.check_file}),
         timeout=timeout,
         memory_mb=settings.isolation.memory_mb,
         on_stage=(lambda stage: show(stage.split(": ", 1)[-1] + " ...")) if show else None,
@@ -520,24 +521,3 @@ def _unmeasured_reason(key: str, checks: dict[str, Any]) -> str:
             return "not measured: nothing was converted or compressed (--convert, --compress)"
         return "not measured: the conversion or compression did not finish"
     return "not measured: the model was not run (measure.latency: false, or a step failed)"
-
-
-# ---------------------------------------------------------------------------------------------
-# for the rules
-# ---------------------------------------------------------------------------------------------
-
-
-def locate(graph: ModelGraph, op: str | None, located_at: str | None) -> dict[str, Any]:
-    """Where in the model a converter's error points: module, op and source line, found by
-    the op it names and the location it gives ("conv/input.1": module conv)."""
-    module = None
-    if located_at and "/" in located_at:
-        module = ".".join(located_at.split("/")[:-1]) or None
-    if not op:
-        return {"module": module}
-    candidates = [o for o in graph.ops if o.opname.lstrip("_") == op.lstrip("_")]
-    chosen = next((o for o in candidates if module and o.module == module), None)
-    chosen = chosen or (candidates[0] if candidates else None)
-    if chosen is None:
-        return {"module": module, "op": op}
-    return {"module": chosen.module or module, "op": chosen.target, "source": chosen.source}

@@ -1,0 +1,204 @@
+"""The ONNX steps, in the child: export and run the export, or check and run an ONNX file.
+
+:func:`export` runs on the model :func:`modelgate.checks.steps.run` loaded; :func:`check_file`
+on an ONNX file as given, which torch does not load.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import time
+from typing import Any
+
+import numpy as np
+
+from modelgate.checks import measure, steps
+from modelgate.checks.isolate import Emit
+
+ONNX_DRIFT_METHOD = "ONNX Runtime (CPU) against torch, same inputs"
+
+
+def export(
+    emit: Emit,
+    job: steps.Job,
+    model: steps.Loaded,
+    samples: list[list[np.ndarray]],
+    reference: list[np.ndarray] | None,
+) -> None:
+    """Export to ONNX, then check, open and run the export (:func:`_onnx_run`)."""
+    from modelgate.checks import onnx_export
+
+    folder = tempfile.mkdtemp(prefix="modelgate-onnx-")
+    try:
+        path = os.path.join(folder, "model.onnx")
+        emit.stage("onnx: exporting to ONNX")
+        start = time.perf_counter()
+        try:
+            facts = onnx_export.export(
+                model.program, model.kind, tuple(steps.tensors(samples[0])), path
+            )
+        except Exception as exc:
+            emit(
+                "onnx",
+                {"ok": False, "stage": "exporting to ONNX", **steps.converter_error(exc, job)},
+            )
+            return
+        facts["seconds"] = round(time.perf_counter() - start, 3)
+        facts["bytes"] = onnx_export.files_bytes(path)
+        facts["opset"] = onnx_export.opset(path)
+        _onnx_run(emit, job, path, facts, samples, reference)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def check_file(emit: Emit, job: steps.Job) -> None:
+    """An ONNX file as given: ONNX Runtime's session decides (the checker's verdict is kept
+    beside it), then one run on synthetic inputs made from the file's own types (strings,
+    sequences, optionals, none at all), then the latency. A run that cannot be made or fails
+    on synthetic values is not the file's fault: it is reported as such (``run``)."""
+    import onnxruntime as ort
+
+    from modelgate.checks import onnx_export, onnx_inputs
+
+    facts: dict[str, Any] = {
+        "exporter": None,
+        "bytes": onnx_export.files_bytes(job.path),
+        "opset": onnx_export.opset(job.path),
+    }
+    emit.stage("onnx: running onnx.checker")
+    try:
+        onnx_export.check(job.path)
+        facts["checker"] = "passed (full check)"
+    except Exception as exc:
+        facts["checker"] = f"failed: {type(exc).__name__}: {str(exc)[:300]}"
+    emit.stage("onnx: creating an ONNX Runtime session")
+    settings = job.settings.measure
+    try:
+        session = onnx_export.session(job.path, settings.threads)
+    except Exception as exc:
+        stage = "creating an ONNX Runtime session"
+        emit("onnx", {"ok": False, "stage": stage, **facts, **steps.converter_error(exc, job)})
+        return
+    runtime = f"ONNX Runtime {ort.__version__} CPU"
+    emit("onnx", {"ok": True, "runtime": runtime, **facts})
+    emit.stage("onnx_run: running the ONNX Runtime session on synthetic inputs")
+    names = [i.name for i in session.get_inputs()]
+    given = {name: (tuple(shape), dtype) for name, shape, dtype in job.inputs}
+    try:
+        feed = onnx_inputs.feed(job.path, names, given, settings.seed)
+    except onnx_inputs.NoValue as exc:
+        emit("onnx_run", {"ok": None, "error": str(exc)})
+        return
+    shown = [{"name": n, **_shape_of(v)} for n, v in feed.items()]
+    outputs, error, used = None, None, None
+    for fill in onnx_inputs.INTEGER_FILLS:
+        if fill is not None:  # integers are often indices, axes or divisors: ones, then zeros
+            if not any(onnx_inputs.has_integers(v) for v in feed.values()):
+                break
+            feed = onnx_inputs.feed(job.path, names, given, settings.seed, integers=fill)
+        try:
+            outputs = session.run(None, feed)
+        except Exception as exc:
+            error = error or f"{type(exc).__name__}: {str(exc)[:300]}"  # the first attempt's
+            continue
+        used = fill
+        break
+    if outputs is None:
+        emit("onnx_run", {"ok": False, "error": error, "inputs": shown})
+        return
+    run: dict[str, Any] = {"ok": True, "inputs": shown, "outputs": len(outputs)}
+    if used is not None:
+        run["integers"] = f"all {used} (random values in [0, 10) failed: {error})"
+    emit("onnx_run", run)
+    if job.latency:
+        emit.stage("latency: timing ONNX Runtime")
+        try:
+            result = measure.latency(
+                lambda: session.run(None, feed), settings.warmup, settings.runs
+            )
+        except Exception as exc:
+            emit("latency", {"error": f"{type(exc).__name__}: {str(exc)[:300]}"})
+            return
+        result.update(runtime=runtime, threads=settings.threads, model="the ONNX file as given")
+        emit("latency", result)
+
+
+def _shape_of(value: Any) -> dict[str, Any]:
+    """What a synthetic input was, for the report: shape and dtype, or a sequence of them."""
+    if isinstance(value, list):
+        inner = _shape_of(value[0]) if value else {}
+        return {"sequence": len(value), **inner}
+    if isinstance(value, dict):
+        return {"map": len(value)}
+    return {
+        "shape": list(value.shape),
+        "dtype": "string" if value.dtype == object else str(value.dtype),
+    }
+
+
+def _onnx_run(
+    emit: Emit,
+    job: steps.Job,
+    path: str,
+    facts: dict[str, Any],
+    samples: list[list[np.ndarray]],
+    reference: list[np.ndarray] | None,
+) -> None:
+    import onnxruntime as ort
+
+    from modelgate.checks import onnx_export
+
+    emit.stage("onnx: running onnx.checker")
+    try:
+        onnx_export.check(path)
+    except Exception as exc:
+        emit(
+            "onnx",
+            {
+                "ok": False,
+                "stage": "running onnx.checker",
+                **facts,
+                **steps.converter_error(exc, job),
+            },
+        )
+        return
+    emit.stage("onnx: creating an ONNX Runtime session")
+    settings = job.settings.measure
+    try:
+        session = onnx_export.session(path, settings.threads)
+    except Exception as exc:
+        emit(
+            "onnx",
+            {
+                "ok": False,
+                "stage": "creating an ONNX Runtime session",
+                **facts,
+                **steps.converter_error(exc, job),
+            },
+        )
+        return
+    runtime = f"ONNX Runtime {ort.__version__} CPU"
+    emit("onnx", {"ok": True, "checker": "passed (full check)", "runtime": runtime, **facts})
+    call = onnx_export.runner(session)
+    if reference is not None:
+        emit.stage("onnx_drift: measuring ONNX Runtime's drift")
+        try:
+            outputs = measure.stack([call(s) for s in samples])
+            drift = measure.compare_outputs(reference, outputs)
+            drift.update(method=ONNX_DRIFT_METHOD, samples=len(samples))
+        except Exception as exc:
+            drift = {"error": f"{type(exc).__name__}: {str(exc)[:300]}"}
+        emit("onnx_drift", drift)
+    if job.latency:
+        emit.stage("latency: timing ONNX Runtime")
+        try:
+            result = measure.latency(lambda: call(samples[0]), settings.warmup, settings.runs)
+        except Exception as exc:
+            emit("latency", {"error": f"{type(exc).__name__}: {str(exc)[:300]}"})
+            return
+        result.update(
+            runtime=runtime, threads=settings.threads, model="the exported ONNX model (FP32)"
+        )
+        emit("latency", result)
