@@ -48,8 +48,7 @@ def discover(paths: list[str] | tuple[str, ...]) -> Discovery:
             out.extend(_walk(path, found))
         else:
             out.append(_named(path, found))
-    seen: set[str] = set()
-    found.files = [p for p in out if not (p in seen or seen.add(p))]  # type: ignore[func-returns-value]
+    found.files = list(dict.fromkeys(out))
     return found
 
 
@@ -57,33 +56,7 @@ def discover_files(paths: list[str]) -> Discovery:
     """Files a glob matched, judged as a folder scan would judge them: a shard stands for its
     index, and a file that a ``.onnx`` beside it names as external data is skipped."""
     found = Discovery(walked=bool(paths))
-    out: list[str] = []
-    external: dict[str, dict[str, str]] = {}  # folder -> data file name -> why
-    for path in paths:
-        folder, name = os.path.split(path)
-        if folder not in external:
-            external[folder] = {}
-            try:
-                siblings = sorted(
-                    n for n in os.listdir(folder or ".") if n.lower().endswith(".onnx")
-                )
-            except OSError:
-                siblings = []
-            for onnx_name in siblings:
-                for data in _external_data(os.path.join(folder, onnx_name)):
-                    external[folder].setdefault(data, f"ONNX external data of {onnx_name}")
-        why = external[folder].get(name)
-        if why is not None and not _reads_as_model(path, why):
-            found.skipped[path] = why
-            continue
-        if _regular(path) and not sharded.is_index(path) and sharded.index_of(path) is not None:
-            index = sharded.index_of(path)
-            found.skipped[path] = f"shard of {os.path.basename(index)}, checked with it"
-            out.append(index)
-            continue
-        out.append(path)
-    seen: set[str] = set()
-    found.files = [p for p in out if not (p in seen or seen.add(p))]  # type: ignore[func-returns-value]
+    found.files = list(dict.fromkeys(_judge(paths, found)))
     return found
 
 
@@ -91,13 +64,14 @@ def _named(path: str, found: Discovery) -> str:
     """A file named on the command line; a shard becomes the index that describes it."""
     if not _regular(path) or sharded.is_index(path):
         return path
-    index = sharded.index_of(path)
-    if index is None:
-        return path
+    folder, name = os.path.split(path)
+    owner = _owners(folder).get(name)
+    if owner is None or not sharded.is_index(owner[0]):
+        return path  # named explicitly: read whatever another file says of it
     found.notes.append(
-        f"{path} is a shard of {index}: checked as that model, all its shards together"
+        f"{path} is a shard of {owner[0]}: checked as that model, all its shards together"
     )
-    return index
+    return owner[0]
 
 
 def _walk(root: str, found: Discovery) -> list[str]:
@@ -109,29 +83,46 @@ def _walk(root: str, found: Discovery) -> list[str]:
             for n in names
             if n.lower().endswith(MODEL_SUFFIXES) or n.lower().endswith(sharded.INDEX_SUFFIXES)
         )
-        skip: dict[str, str] = {}
-        for name in picked:
-            path = os.path.join(folder, name)
-            if not _regular(path):
-                continue  # the loader refuses it, visibly
-            if name.lower().endswith(sharded.INDEX_SUFFIXES):
-                try:
-                    _, shards = sharded.read_index(path)
-                except Unreadable:
-                    continue  # MG902 on the index; its shards are checked on their own
-                for shard in shards:
-                    skip.setdefault(shard, f"shard of {name}, checked with it")
-            elif name.lower().endswith(".onnx"):
-                for data in _external_data(path):
-                    skip.setdefault(data, f"ONNX external data of {name}")
-        for name in picked:
-            path = os.path.join(folder, name)
-            why = skip.get(name)
-            if why is not None and not _reads_as_model(path, why):
-                found.skipped[path] = why
-            else:
-                files.append(path)
-    return sorted(files)
+        files += _judge([os.path.join(folder, n) for n in picked], found)
+    return sorted(dict.fromkeys(files))
+
+
+def _judge(paths: list[str], found: Discovery) -> list[str]:
+    """The models among ``paths``: a shard stands for its index, external data that does not
+    read as a model itself is skipped; each recorded in ``found.skipped``."""
+    out: list[str] = []
+    owners: dict[str, dict[str, tuple[str, str]]] = {}  # folder -> its files' owners
+    for path in paths:
+        folder, name = os.path.split(path)
+        if folder not in owners:
+            owners[folder] = _owners(folder)
+        owner, why = owners[folder].get(name, (None, ""))
+        if owner is not None and sharded.is_index(owner):
+            found.skipped[path] = why
+            out.append(owner)
+        elif owner is not None and not _reads_as_model(path):
+            found.skipped[path] = why
+        else:
+            out.append(path)
+    return out
+
+
+def _owners(folder: str) -> dict[str, tuple[str, str]]:
+    """Files in ``folder`` that are part of another file's model: name -> (that file, why)."""
+    try:
+        names = sorted(os.listdir(folder or "."))
+    except OSError:
+        return {}
+    owners: dict[str, tuple[str, str]] = {}
+    for name in names:
+        path = os.path.join(folder, name)
+        if sharded.is_index(path):
+            why = f"shard of {name}, checked with it"
+        else:
+            why = f"ONNX external data of {name}"
+        for part in companions(path):
+            owners.setdefault(part, (path, why))
+    return owners
 
 
 def companions(path: str) -> list[str]:
@@ -141,7 +132,7 @@ def companions(path: str) -> list[str]:
         try:
             return sorted(set(sharded.read_index(path)[1]))
         except Unreadable:
-            return []
+            return []  # MG902 on the index; its shards are checked on their own
     if path.lower().endswith(".onnx") and _regular(path):
         return sorted(_external_data(path))
     return []
@@ -154,9 +145,9 @@ def _regular(path: str) -> bool:
         return False
 
 
-def _reads_as_model(path: str, why: str) -> bool:
+def _reads_as_model(path: str) -> bool:
     """External data must not read as a model of its own (then it is checked, not skipped)."""
-    if not why.startswith("ONNX") or not _regular(path):
+    if not _regular(path):
         return False
     from modelgate import loaders
 

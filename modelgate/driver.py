@@ -5,8 +5,6 @@ model, the verdict decides. The CLI and the GitHub Action both call :func:`run`.
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 from modelgate import baseline, budget, discover, parallel, verdict
 from modelgate.config import Config, InputSpec
 from modelgate.engine import display_path
@@ -18,21 +16,18 @@ def run(
     config: Config,
     cli_inputs: tuple[InputSpec, ...] = (),
     jobs: int | None = None,
-    timeout: float | None = None,
     baselines: dict[str, str] | None = None,
     baseline_names: dict[str, tuple[str, str | None]] | None = None,
     found: discover.Discovery | None = None,
 ) -> Report:
     """Check every path, each in a worker process (``jobs`` at a time, default the CPU count;
-    ``timeout`` seconds per model, default the config's), reported in the order given.
+    ``config.timeout`` seconds per model), reported in the order given.
     ``baselines`` maps a path to an older version, checked alongside for deltas (shown as
     ``baseline_names[path]``: its path and git ref, when it was exported from git); then the
     budget judges every model. ``found`` (what :func:`modelgate.discover.discover` made of the
     paths given) adds a note of what a folder scan checked and skipped."""
-    limit = config.timeout if timeout is None else timeout
-    config = replace(config, timeout=limit)  # the checks keep their steps inside it
     olds = [b for b in dict.fromkeys((baselines or {}).values()) if b not in paths]
-    checked = parallel.check_all(paths + olds, config, cli_inputs, jobs, limit)
+    checked = parallel.check_all(paths + olds, config, cli_inputs, jobs, config.timeout)
     by_path = dict(zip(paths + olds, checked, strict=True))
     report = Report(checked[: len(paths)])
     names = baseline_names or {}

@@ -95,7 +95,7 @@ def run_rules(
             unread += 1
             continue
         if module.NEEDS == "graph" and not graph.has_graph:
-            outcome.skipped[module.ID] = _no_graph_reason(graph)
+            outcome.skipped[module.ID] = graph.no_graph_reason()
             continue
         if module.NEEDS == "checks" and not graph.metadata.get("checks"):
             continue
@@ -118,13 +118,6 @@ def run_rules(
     if unread:  # one line, not one per rule: MG902 says what is wrong with the file
         outcome.notes.append(f"{unread} other rules did not run: the file could not be read")
     return outcome
-
-
-def _no_graph_reason(graph: ModelGraph) -> str:
-    for note in graph.notes:
-        if "need" in note:
-            return note
-    return f"a {graph.format.replace('_', ' ')} holds weights only, no graph of ops"
 
 
 def _stamp(module: object, severity: str, problem: Problem, display: str) -> Finding:

@@ -249,6 +249,13 @@ class ModelGraph:
     def value(self, name: str) -> ValueInfo | None:
         return self.values.get(name)
 
+    def no_graph_reason(self) -> str:
+        """Why there are no ops to check: what the loader said it needs, else the format's."""
+        for note in self.notes:
+            if "need" in note:  # the loader says what is missing (a package, the file's code)
+                return note
+        return f"a {self.format.replace('_', ' ')} holds weights only, no graph of ops"
+
     def ops_of(self, *targets: str) -> list[Op]:
         wanted = set(targets)
         return [op for op in self.ops if op.target in wanted]

@@ -116,13 +116,12 @@ def _op_check_blocked(graph: ModelGraph, target: str) -> tuple[str, str | None] 
         return None
     if graph.has_graph:
         return None
-    for note in graph.notes:
-        if "need" in note:  # the loader says what is missing (a package, the file's code)
-            return note, None
+    reason = graph.no_graph_reason()
+    if reason in graph.notes:  # the loader says what is missing (a package, the file's code)
+        return reason, None
     if graph.format == "pickled_module":
         return "a pickled nn.Module records no graph of ops (loading it would run its code)", _SAVE
-    kind = graph.format.replace("_", " ")
-    return f"a {kind} holds weights only, no graph of ops", _SAVE
+    return reason, _SAVE
 
 
 def _skip_reason(checks: dict[str, Any]) -> tuple[str, str | None] | None:

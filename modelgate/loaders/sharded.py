@@ -70,26 +70,6 @@ def _plain_name(name: str) -> bool:
     )
 
 
-def index_of(shard: str) -> str | None:
-    """The index beside ``shard`` that lists it, if any (for a shard named on its own)."""
-    folder, name = os.path.split(shard)
-    try:
-        entries = sorted(os.listdir(folder or "."))
-    except OSError:
-        return None
-    for entry in entries:
-        if not entry.lower().endswith(INDEX_SUFFIXES):
-            continue
-        path = os.path.join(folder, entry)
-        try:
-            _, shards = read_index(path)
-        except Unreadable:
-            continue
-        if name in shards:
-            return path
-    return None
-
-
 def load(path: str, graph: ModelGraph, read: Callable[[str, ModelGraph], None]) -> None:
     """Read every shard the index names (``read`` is the loader for one file) into ``graph``."""
     from modelgate.loaders.torch_pickle import infer_layers
