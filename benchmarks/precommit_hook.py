@@ -23,7 +23,14 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-PACKAGE = ("pyproject.toml", "README.md", ".pre-commit-hooks.yaml", "modelgate/", "rules/")
+PACKAGE = (
+    "pyproject.toml",
+    "README.md",
+    ".pre-commit-hooks.yaml",
+    "modelgate/",
+    "rules/",
+    "targets/",
+)
 
 
 def _git(cwd: Path, *args: str) -> None:

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from modelgate import __version__
+from modelgate.targets import REGISTRY as TARGETS
 
 if TYPE_CHECKING:
     from modelgate.checks.settings import CheckSettings
@@ -53,13 +54,13 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument(
         "--target",
         action="append",
-        choices=["coreml", "onnx"],
+        choices=TARGETS.names(),
         help="converter the model must pass (repeatable; default from config)",
     )
     check.add_argument(
         "--convert",
         action="append",
-        choices=["coreml", "onnx"],
+        choices=TARGETS.names(),
         help="convert the model (each in a child process with a time limit) and measure it; "
         "repeatable (default: convert: in the config)",
     )
@@ -67,8 +68,9 @@ def _parser() -> argparse.ArgumentParser:
         "--compress",
         action="append",
         metavar="PRESET",
-        help="data-free Core ML compression: palettize-8, palettize-6, palettize-4, int8, int4; "
-        "repeatable, the first is judged by the budget (default: compress: in the config)",
+        help="data-free compression, implying the conversion it compresses: "
+        + "; ".join(f"{t.label}: {', '.join(t.presets)}" for t in TARGETS if t.presets)
+        + "; repeatable, the first is judged by the budget (default: compress: in the config)",
     )
     check.add_argument(
         "--static",
@@ -204,15 +206,11 @@ def _require_toolchains(settings: CheckSettings) -> None:
 
     from modelgate.config import ConfigError
 
-    needs = {"coreml": ("torch", "coremltools"), "onnx": ("torch", "onnx", "onnxruntime")}
-    extra = {"coreml": "coreml", "onnx": "onnx"}
     for converter in settings.converters:
-        for package in needs[converter]:
+        target = TARGETS.get(converter)
+        for package in target.requires:
             if importlib.util.find_spec(package) is None:
-                raise ConfigError(
-                    f"converting to {converter} needs {package}: "
-                    f"pip install 'modelgate-lint[{extra[converter]}]'"
-                )
+                raise ConfigError(f"converting to {converter} needs {package}: {target.install}")
 
 
 def _split(text: str | None) -> tuple[str, ...]:

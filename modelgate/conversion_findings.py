@@ -1,6 +1,8 @@
-"""The finding of a failed conversion, shared by the conversion rules (MG101, MG102).
+"""The finding of a failed conversion, shared by the conversion rules (MG101, MG102, MG107).
 
-A leaf: it reads the graph and the checks' results on it, and imports no stage.
+It reads the graph, the checks' results on it and the targets' declarations (labels, fixes),
+and imports no stage. Each target names the rule that reports its failures
+(``FAILURE_RULE``); a target that names none is MG107's.
 """
 
 from __future__ import annotations
@@ -10,7 +12,9 @@ from typing import Any
 
 from modelgate.finding import Location, Problem
 from modelgate.graph import ModelGraph
-from modelgate.rule import Skip
+from modelgate.rule import Note, Skip
+from modelgate.target import Target
+from modelgate.targets import REGISTRY as TARGETS
 
 
 def locate(graph: ModelGraph, op: str | None, located_at: str | None) -> dict[str, Any]:
@@ -29,17 +33,29 @@ def locate(graph: ModelGraph, op: str | None, located_at: str | None) -> dict[st
     return {"module": chosen.module or module, "op": chosen.target, "source": chosen.source}
 
 
-def failure(
-    graph: ModelGraph, target: str, label: str, fixes: dict[str, str]
-) -> Iterator[Problem | Skip]:
-    """The finding of a failed conversion to ``target``, or a Skip when it did not run."""
+def reported_by(rule: str | None) -> list[Target]:
+    """The targets whose failed conversions ``rule`` reports (None: MG107's, the others)."""
+    return [t for t in TARGETS if t.failure_rule == rule]
+
+
+def failures(graph: ModelGraph, rule: str | None) -> Iterator[Problem | Skip | Note]:
+    """The findings of every failed conversion ``rule`` reports, in target order."""
+    for target in reported_by(rule):
+        yield from failure(graph, target)
+
+
+def failure(graph: ModelGraph, target: Target) -> Iterator[Problem | Skip | Note]:
+    """The finding of a failed conversion to ``target`` (or of its check of a file as
+    given), or a Skip when it did not run."""
     checks = graph.metadata.get("checks") or {}
-    if target not in (checks.get("requested") or {}).get("convert", []):
+    result = checks.get(target.name)
+    for note in target.notes(graph.format, result) if isinstance(result, dict) else ():
+        yield Note(note)  # also when it ran for the latency only
+    if target.name not in (checks.get("requested") or {}).get("convert", []):
         return
     if checks.get("skipped"):
         yield Skip(f"not converted: {checks['skipped']}")
         return
-    result = checks.get(target)
     if not isinstance(result, dict):
         return
     if result.get("ok") is None:
@@ -47,6 +63,12 @@ def failure(
         return
     if result.get("ok"):
         return
+    if graph.format in target.file_formats:  # the file as given: nothing was converted
+        label = f"{target.file_check} of {target.file_formats[graph.format]}"
+        fixes = target.file_fixes
+    else:
+        label = target.stage_labels.get(result.get("stage") or "", target.conversion)
+        fixes = target.failure_fixes
     where = locate(graph, result.get("op"), result.get("located_at"))
     kind = result.get("kind") or "error"
     at = f" at {result['op']}" if result.get("op") else ""
@@ -64,5 +86,5 @@ def failure(
             graph.path, module=where.get("module"), op=where.get("op"), source=where.get("source")
         ),
         fix=fixes.get(kind, fixes["error"]),
-        key=target,
+        key=target.name,
     )

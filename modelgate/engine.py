@@ -203,9 +203,9 @@ def graph_report(graph: ModelGraph, config: Config, display: str) -> ModelReport
     outcome = run_rules(graph, config, display)
     metrics = static_metrics(graph)
     if "checks" in graph.metadata:
-        from modelgate.checks import pipeline
+        from modelgate.checks import figures
 
-        metrics.update(pipeline.summarize(graph.metadata["checks"], metrics))
+        metrics.update(figures.summarize(graph.metadata["checks"], metrics))
     report = ModelReport(display, graph.format, outcome.findings, metrics,
                          outcome.skipped, [*graph.notes, *outcome.notes])  # fmt: skip
     return report

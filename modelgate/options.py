@@ -14,9 +14,10 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from modelgate import config as cfg
-from modelgate.checks.settings import PRESETS, CheckSettings
+from modelgate.checks.settings import CheckSettings
 from modelgate.config import Config, ConfigError, InputSpec, RuleSetting
 from modelgate.limits import Limit
+from modelgate.targets import REGISTRY as TARGETS
 
 # Budget figures a static check measures (the file, its weights, its parameters); size_mb
 # first, since it means the file only when nothing is converted.
@@ -33,7 +34,7 @@ class Options:
     targets: tuple[str, ...] = ()  # converters the model must pass
     fail_on: str | None = None  # lowest severity that fails the gate
     convert: tuple[str, ...] = ()  # converters to run and measure
-    compress: tuple[str, ...] = ()  # Core ML compression presets; the first is budgeted
+    compress: tuple[str, ...] = ()  # compression presets (a target's); the first is budgeted
     static: bool = False  # no conversions, only the budget figures the file shows
     baseline: bool = False  # an older version is compared: --static keeps growth limits
     input_shapes: tuple[str, ...] = ()  # NAME=1x3x224x224, where the model records none
@@ -83,9 +84,10 @@ def _checks(settings: CheckSettings, options: Options) -> CheckSettings:
         if options.convert or options.compress:
             raise ConfigError("--static skips conversions: drop --convert / --compress")
         return replace(settings, convert=(), compress=())
+    presets = TARGETS.presets()
     for preset in options.compress:
-        if preset not in PRESETS:
-            raise ConfigError(f"--compress {preset}: unknown preset (known: {', '.join(PRESETS)})")
+        if preset not in presets:
+            raise ConfigError(f"--compress {preset}: unknown preset (known: {', '.join(presets)})")
     if options.convert:
         settings = replace(settings, convert=tuple(dict.fromkeys(options.convert)))
     if options.compress:

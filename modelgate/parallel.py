@@ -28,6 +28,7 @@ from typing import Any
 
 from modelgate.config import Config, InputSpec
 from modelgate.report import ModelReport
+from modelgate.targets import REGISTRY as TARGETS
 
 DEFAULT_TIMEOUT = 300.0  # seconds one model's check may take (config: timeout, CLI: --timeout)
 _THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
@@ -67,7 +68,7 @@ def check_all(
     context = _context()
     if jobs > 1 and context.get_start_method() == "fork":
         _warm(config)
-    setup = (config, cli_inputs, os.getcwd(), dict(os.environ))
+    setup = (config, cli_inputs, os.getcwd(), dict(os.environ), TARGETS.added())
     try:
         while pending or any(w.task is not None for w in workers):
             for worker in [w for w in workers if w.task is None and not w.process.is_alive()]:
@@ -177,7 +178,7 @@ def _warm(config: Config) -> None:
     it N times over on the same cores. Only imports; no model code or compute runs here."""
     from modelgate.checks import isolate, pipeline
 
-    modules = pipeline.modules_for(config.checks.converters)
+    modules = pipeline.modules_for(config.checks)
     if modules:
         isolate.preload(dict.fromkeys(modules))
 
@@ -259,8 +260,11 @@ def _serve(
     cli_inputs: tuple[InputSpec, ...],
     cwd: str,
     env: dict[str, str],
+    targets: tuple[str, ...] = (),
 ) -> None:
-    """A worker: check the paths it is sent, one at a time, until told to stop."""
+    """A worker: check the paths it is sent, one at a time, until told to stop. ``targets``
+    are the target modules the parent registered at run time (a fork server or spawn starts
+    without them)."""
     os.setpgrp()  # so that a timeout also ends what a check started (converter processes)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
     os.dup2(2, 1)  # libraries that print must not corrupt the report on stdout
@@ -278,6 +282,7 @@ def _serve(
             torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
     from modelgate import engine
 
+    TARGETS.ensure(targets)
     while True:
         try:
             path = conn.recv()

@@ -88,13 +88,19 @@ def dims(shape: tuple[Any, ...]) -> str:
 
 
 def not_compressed(checks: dict[str, Any]) -> str | None:
-    """Why no preset ran (the checks as a whole, or the Core ML conversion they need), or None;
+    """Why no preset ran (the checks as a whole, or the conversion they compress), or None;
     MG103 and MG105 say it the same way."""
+    from modelgate.targets import REGISTRY
+
     if checks.get("skipped"):
         return f"not compressed: {checks['skipped']}"
-    coreml = checks.get("coreml") or {}
-    if coreml.get("ok") is None and coreml.get("skipped"):
-        return f"not compressed: {coreml['skipped']}"
-    if coreml.get("ok") is False:
-        return "not compressed: the Core ML conversion failed (MG101)"
+    asked = (checks.get("requested") or {}).get("compress") or []
+    owners = [REGISTRY.preset_owner(p) for p in asked] or [t for t in REGISTRY if t.presets]
+    for owner in dict.fromkeys(o for o in owners if o is not None):
+        converted = checks.get(owner.name) or {}
+        if converted.get("ok") is None and converted.get("skipped"):
+            return f"not compressed: {converted['skipped']}"
+        if converted.get("ok") is False:
+            rule = owner.failure_rule or "MG107"
+            return f"not compressed: the {owner.conversion} failed ({rule})"
     return None

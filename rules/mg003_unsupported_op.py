@@ -60,6 +60,8 @@ from modelgate import opsupport
 from modelgate.finding import Location, Problem
 from modelgate.graph import ModelGraph, Op
 from modelgate.rule import Note, Skip
+from modelgate.target import Target
+from modelgate.targets import REGISTRY as TARGETS
 
 ID = "MG003"
 NAME = "unsupported-op"
@@ -67,45 +69,29 @@ SEVERITY = "error"
 NEEDS = "graph"
 OPTIONS: dict = {}
 
-_FIX = {
-    "coreml": "rewrite it with ops coremltools converts, or register a converter with "
-    "@coremltools.converters.mil.register_torch_op",
-    "onnx": "rewrite it with ops torch.onnx exports, or register a custom ONNX function "
-    "(torch.onnx.export(..., custom_translation_table=...))",
-}
-_LABEL = {"coreml": "Core ML", "onnx": "ONNX"}
-# the stage a failed conversion names (checks/coreml_step.py, onnx_step.py); after it, the export
-# worked
-_CONVERTING = {"coreml": "converting to Core ML", "onnx": "exporting to ONNX"}
-_RUN = {"coreml": "Core ML conversion", "onnx": "ONNX export"}
-_AFTER_EXPORT = {"running onnx.checker", "creating an ONNX Runtime session"}
-
 
 def check(graph: ModelGraph, options: dict) -> Iterator[Problem | Skip | Note]:
-    targets = options.get("targets", [])
-    if graph.format == "onnx":
-        if "coreml" in targets:
-            yield Skip("coreml: Core ML has no ONNX frontend (coremltools 6 removed it): "
-                       "check the PyTorch model")  # fmt: skip
-        if "onnx" in targets:
-            yield from _onnx_file(graph)
-        return
-    support = opsupport.load()
     fmt = "torchscript" if graph.format == "torchscript" else "exported_program"
     dialect = graph.metadata.get("dialect")
     views = graph.metadata.get("converter_ops") or {}
-    for target in targets:
+    for target in map(TARGETS.get, options.get("targets", [])):
+        if graph.format in target.file_formats:
+            yield from _file(graph, target)
+            continue
+        refusal = target.refuses(graph.format)
+        if refusal is None and graph.format in _file_formats():  # no graph of torch ops
+            refusal = f"it does not take {graph.format} files"
+        if refusal:
+            yield Skip(f"{target.name}: {refusal}: check the PyTorch model")
+            continue
         verdicts: dict[str, opsupport.Verdict | None] = {}
         unknown: set[str] = set()
         flagged: list[tuple[Op, str, str]] = []
         seen: set[tuple[str, str | None, object]] = set()
-        for op in views.get(target, graph.ops):  # the graph as this converter sees it
+        for op in views.get(target.name, graph.ops):  # the graph as this converter sees it
             name = opsupport.overload_name(op)
             if name not in verdicts:
-                verdicts[name] = (
-                    support.coreml(name, fmt, dialect) if target == "coreml"
-                    else support.onnx(name, fmt)
-                )  # fmt: skip
+                verdicts[name] = target.op_verdict(name, fmt, dialect)
             verdict = verdicts[name]
             if verdict is None:
                 continue
@@ -119,18 +105,23 @@ def check(graph: ModelGraph, options: dict) -> Iterator[Problem | Skip | Note]:
         yield from _judged(graph, target, flagged, unknown)
 
 
+def _file_formats() -> set[str]:
+    """Formats some target checks as given (ONNX): files of them hold no torch ops."""
+    return {fmt for t in TARGETS for fmt in t.file_formats}
+
+
 def _judged(
-    graph: ModelGraph, target: str, flagged: list[tuple[Op, str, str]], unknown: set[str]
+    graph: ModelGraph, target: Target, flagged: list[tuple[Op, str, str]], unknown: set[str]
 ) -> Iterator[Problem | Note]:
     """The predictions for one target, decided by its real conversion when one ran."""
-    run = _RUN[target]
+    run = target.conversion
     outcome, result = _measured(graph, target)
     if outcome == "converted":
         if flagged or unknown:
             names = sorted({name for _, name, _ in flagged} | unknown)
             shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
             yield Note(
-                f"{target}: predicted that {len(names)} op(s) would not convert "
+                f"{target.name}: predicted that {len(names)} op(s) would not convert "
                 f"({shown}), but the {run} succeeded: the prediction was dropped"
             )
         return
@@ -147,24 +138,25 @@ def _judged(
         yield _problem(graph, op, name, target, said)
     if unknown:
         yield Note(
-            f"{target}: {len(unknown)} op(s) are rewritten by the converter into ops modelgate "
-            f"has no record of, so their support is unknown: {', '.join(sorted(unknown)[:5])}"
+            f"{target.name}: {len(unknown)} op(s) are rewritten by the converter into ops "
+            f"modelgate has no record of, so their support is unknown: "
+            f"{', '.join(sorted(unknown)[:5])}"
         )
 
 
-def _measured(graph: ModelGraph, target: str) -> tuple[str | None, dict]:
+def _measured(graph: ModelGraph, target: Target) -> tuple[str | None, dict]:
     """("converted" | "failed", the result) when the target's real conversion ran
     (``--convert``; modelgate.checks.pipeline stores it before the rules run), else None.
     Conversions that timed out, crashed or never started say nothing about ops."""
-    result = (graph.metadata.get("checks") or {}).get(target)
+    result = (graph.metadata.get("checks") or {}).get(target.name)
     if not isinstance(result, dict) or result.get("ok") is None:
         return None, {}
     if result.get("ok"):
         return "converted", result
     stage = result.get("stage") or ""
-    if target == "onnx" and stage in _AFTER_EXPORT:
-        return "converted", result  # exported; onnx.checker or ONNX Runtime failed (MG102)
-    if (result.get("kind") or "error") != "error" or not stage.startswith(_CONVERTING[target]):
+    if stage in target.later_stages:
+        return "converted", result  # converted; what ran it afterwards failed (its own rule)
+    if (result.get("kind") or "error") != "error" or not stage.startswith(target.converting):
         return None, {}
     return "failed", result
 
@@ -175,26 +167,25 @@ def _bare(name: str) -> str:
     return name.strip("_").lower()
 
 
-def _problem(graph: ModelGraph, op: Op, name: str, target: str, reason: str) -> Problem:
+def _problem(graph: ModelGraph, op: Op, name: str, target: Target, reason: str) -> Problem:
     where = f"{op.module}: " if op.module else ""
     return Problem(
-        f"{where}{name} will not convert to {_LABEL[target]}: {reason}",
+        f"{where}{name} will not convert to {target.label}: {reason}",
         Location(graph.path, module=op.module, op=name, source=op.source),
-        fix=_FIX[target],
-        key=f"{target}:{name}:{op.module or op.name}",
+        fix=target.op_fix,
+        key=f"{target.name}:{name}:{op.module or op.name}",
     )
 
 
-def _onnx_file(graph: ModelGraph) -> Iterator[Problem | Note]:
-    from modelgate import onnx_support
-
-    issues, note = onnx_support.check(graph)
-    session = ((graph.metadata.get("checks") or {}).get("onnx") or {}).get("ok")
-    if session is True and issues:  # measured beats predicted: ONNX Runtime loaded the file
+def _file(graph: ModelGraph, target: Target) -> Iterator[Problem | Note]:
+    """A file the target checks as given (ONNX): what its runtime cannot load."""
+    issues, note = target.file_issues(graph)
+    session = ((graph.metadata.get("checks") or {}).get(target.name) or {}).get("ok")
+    if session is True and issues:  # measured beats predicted: the runtime loaded the file
         names = ", ".join(sorted({i.op.opname if i.op else i.key or "?" for i in issues})[:5])
         yield Note(
-            f"onnx: predicted that {len(issues)} node(s) would not load ({names}), but the "
-            "ONNX Runtime session was created: the prediction was dropped"
+            f"{target.name}: predicted that {len(issues)} node(s) would not load ({names}), "
+            f"but the {target.file_check} was created: the prediction was dropped"
         )
         issues = []
     for issue in issues:

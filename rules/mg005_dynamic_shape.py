@@ -42,6 +42,7 @@ from collections.abc import Iterator
 from modelgate.finding import Location, Problem
 from modelgate.graph import ModelGraph, ValueInfo, shape_str
 from modelgate.rule import Option
+from modelgate.targets import REGISTRY as TARGETS
 
 ID = "MG005"
 NAME = "dynamic-shape"
@@ -67,8 +68,9 @@ def _range(graph: ModelGraph, symbol: str) -> tuple[int | None, int | None]:
 
 
 def check(graph: ModelGraph, options: dict) -> Iterator[Problem]:
-    if "coreml" not in options.get("targets", ["coreml"]):
-        return  # ONNX and ONNX Runtime take dynamic dimensions as they are
+    targets = options.get("targets", TARGETS.names())
+    if not any(TARGETS.get(t).fixed_shapes for t in targets if t in TARGETS):
+        return  # no target that needs fixed shapes (ONNX Runtime takes dynamic dimensions)
     allowed = set(options["allow_dims"])
     for value in graph.inputs:
         dynamic = []

@@ -40,10 +40,10 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from modelgate.conversion_findings import failure
+from modelgate.conversion_findings import failures
 from modelgate.finding import Problem
 from modelgate.graph import ModelGraph
-from modelgate.rule import Skip
+from modelgate.rule import Note, Skip
 
 ID = "MG101"
 NAME = "coreml-conversion-failed"
@@ -51,16 +51,6 @@ SEVERITY = "error"
 NEEDS = "checks"
 OPTIONS: dict = {}
 
-FIXES = {
-    "error": "make the op convertible: rewrite it with ops coremltools converts, or register a "
-    "converter with @coremltools.converters.mil.register_torch_op",
-    "timeout": "raise the time limit (timeout: / --timeout, isolation.timeout), or find the "
-    "part of the model the converter spends its time on",
-    "memory": "raise isolation.memory_mb, or convert on a machine with more memory",
-    "crash": "the converter itself crashed: try the other source format (TorchScript or "
-    "torch.export) or another deployment target, and report it to coremltools with the model",
-}
 
-
-def check(graph: ModelGraph, options: dict) -> Iterator[Problem | Skip]:
-    yield from failure(graph, "coreml", "Core ML conversion", FIXES)
+def check(graph: ModelGraph, options: dict) -> Iterator[Problem | Skip | Note]:
+    yield from failures(graph, ID)  # the targets whose FAILURE_RULE is MG101 (targets/)

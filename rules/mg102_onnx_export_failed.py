@@ -44,7 +44,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from modelgate.conversion_findings import failure
+from modelgate.conversion_findings import failures
 from modelgate.finding import Problem
 from modelgate.graph import ModelGraph
 from modelgate.rule import Note, Skip
@@ -55,34 +55,6 @@ SEVERITY = "error"
 NEEDS = "checks"
 OPTIONS: dict = {}
 
-FIXES = {
-    "error": "make the op exportable: rewrite it with ops torch.onnx exports, or register a "
-    "custom ONNX function (torch.onnx.export(..., custom_translation_table=...))",
-    "timeout": "raise the time limit (timeout: / --timeout, isolation.timeout)",
-    "memory": "raise isolation.memory_mb, or export on a machine with more memory",
-    "crash": "the exporter or ONNX Runtime crashed: report it with the model",
-}
-FILE_FIXES = {
-    "error": "use ops and opsets this ONNX Runtime implements (its message names the op), "
-    "or a newer onnxruntime; re-export the ONNX file from its source model if it is damaged",
-    "timeout": "raise the time limit (timeout: / --timeout, isolation.timeout)",
-    "memory": "raise isolation.memory_mb, or check on a machine with more memory",
-    "crash": "ONNX Runtime crashed loading the ONNX file: report it to onnxruntime with the file",
-}
-_STAGES = {
-    "exporting to ONNX": "ONNX export",
-    "running onnx.checker": "onnx.checker",
-    "creating an ONNX Runtime session": "ONNX Runtime session",
-}
-
 
 def check(graph: ModelGraph, options: dict) -> Iterator[Problem | Skip | Note]:
-    result = (graph.metadata.get("checks") or {}).get("onnx")
-    stage = result.get("stage") if isinstance(result, dict) else None
-    if graph.format == "onnx":  # the file as given: nothing was exported
-        yield from failure(graph, "onnx", "ONNX Runtime session of the ONNX file", FILE_FIXES)
-        checker = result.get("checker") if isinstance(result, dict) else None
-        if result and result.get("ok") and str(checker).startswith("failed"):
-            yield Note(f"onnx.checker rejects the file, which ONNX Runtime loads: {checker}")
-        return
-    yield from failure(graph, "onnx", _STAGES.get(stage or "", "ONNX export"), FIXES)
+    yield from failures(graph, ID)  # the targets whose FAILURE_RULE is MG102 (targets/)

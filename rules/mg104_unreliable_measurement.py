@@ -43,6 +43,8 @@ from collections.abc import Iterator
 from modelgate.finding import Location, Problem
 from modelgate.graph import ModelGraph
 from modelgate.rule import Note, Option, Skip
+from modelgate.target import Target
+from modelgate.targets import REGISTRY as TARGETS
 
 ID = "MG104"
 NAME = "unreliable-measurement"
@@ -56,10 +58,10 @@ OPTIONS = {
 
 
 def _drifts(checks: dict) -> Iterator[tuple[str, dict]]:
-    for target, label in (("coreml", "the Core ML conversion"), ("onnx", "ONNX Runtime")):
-        result = checks.get(target)
+    for target in TARGETS:
+        result = checks.get(target.name)
         if isinstance(result, dict) and isinstance(result.get("drift"), dict):
-            yield label, result["drift"]
+            yield target.drift_label, result["drift"]
     for preset, result in (checks.get("compress") or {}).items():
         if isinstance(result, dict) and isinstance(result.get("drift"), dict):
             yield preset, result["drift"]
@@ -100,9 +102,10 @@ def check(graph: ModelGraph, options: dict) -> Iterator[Problem | Note | Skip]:
                 "covers every compressed weight",
                 key=f"unmapped:{label}",
             )
-    run = (checks.get("onnx") or {}).get("run")
-    if isinstance(run, dict) and run.get("ok") is not True and run.get("error"):
-        yield _unrun(graph, run)
+    for target in TARGETS:
+        run = (checks.get(target.name) or {}).get("run")
+        if isinstance(run, dict) and run.get("ok") is not True and run.get("error"):
+            yield _unrun(graph, target, run)
     latency = checks.get("latency") or {}
     median, p90 = latency.get("median_ms"), latency.get("p90_ms")
     noisy = (
@@ -122,16 +125,18 @@ def check(graph: ModelGraph, options: dict) -> Iterator[Problem | Note | Skip]:
 _JITTER_MS = 0.5
 
 
-def _unrun(graph: ModelGraph, run: dict) -> Problem:
+def _unrun(graph: ModelGraph, target: Target, run: dict) -> Problem:
+    """A file its target's runtime loads (the session check passed) but could not run."""
+    loads = f"{target.runtime} loads {target.file_formats.get(graph.format, 'the model')}"
     if run.get("ok") is None:
         message = (
-            f"ONNX Runtime loads the ONNX file, but it was not run: no synthetic value for "
-            f"{run['error']}; give sample inputs"
+            f"{loads}, but it was not run: no synthetic value for {run['error']}; "
+            "give sample inputs"
         )
     else:
         message = (
-            f"ONNX Runtime loads the ONNX file, but running it on synthetic inputs failed: "
-            f"{run['error']}; give sample inputs the model accepts"
+            f"{loads}, but running it on synthetic inputs failed: {run['error']}; "
+            "give sample inputs the model accepts"
         )
     fix = (
         "give the input shapes the model expects (--input-shape NAME=1x3x224x224 or inputs: "
@@ -139,4 +144,4 @@ def _unrun(graph: ModelGraph, run: dict) -> Problem:
     )
     if run.get("ok") is None and "rank" not in str(run["error"]):
         fix = "modelgate cannot feed this input type yet; the session check itself passed"
-    return Problem(message, Location(graph.path), fix=fix, key="onnx-run")
+    return Problem(message, Location(graph.path), fix=fix, key=f"{target.name}-run")

@@ -47,6 +47,7 @@ from typing import Any
 
 from modelgate.finding import Location, Problem
 from modelgate.graph import ModelGraph
+from modelgate.targets import REGISTRY as TARGETS
 
 ID = "MG106"
 NAME = "check-not-run"
@@ -54,9 +55,6 @@ SEVERITY = "error"
 NEEDS = "weights"
 OPTIONS: dict = {}
 
-_CONVERSIONS = {"coreml": "the Core ML conversion", "onnx": "the ONNX export"}
-_LABELS = {"coreml": "Core ML", "onnx": "ONNX"}
-_NO_FRONTEND = "Core ML has no ONNX frontend (coremltools 6 removed it)"
 _SAVE = "save the model with torch.export.save (.pt2) or torch.jit.save, which keep its graph"
 
 
@@ -65,9 +63,10 @@ def check(graph: ModelGraph, options: dict) -> Iterator[Problem]:
         why = _op_check_blocked(graph, target)
         if why is not None:
             reason, fix = why
+            label = TARGETS.get(target).label if target in TARGETS else target
             yield _problem(
                 graph,
-                f"the {_LABELS.get(target, target)} op check (MG003)",
+                f"the {label} op check (MG003)",
                 reason,
                 fix,
                 f"targets: / --target {target}",
@@ -78,9 +77,7 @@ def check(graph: ModelGraph, options: dict) -> Iterator[Problem]:
     for converter in requested.get("asked") or []:
         why = _not_converted(graph, checks, converter)
         if why is not None:
-            label = _CONVERSIONS.get(converter, converter)
-            if converter == "onnx" and graph.format == "onnx":
-                label = "the ONNX Runtime session check of the ONNX file"
+            label = _conversion(converter, graph.format)
             yield _problem(
                 graph, label, *why, f"convert: / --convert {converter}", f"convert:{converter}"
             )
@@ -108,12 +105,27 @@ def _problem(
     )
 
 
-def _op_check_blocked(graph: ModelGraph, target: str) -> tuple[str, str | None] | None:
-    """Why MG003 cannot check ``target`` on this model (as the engine and MG003 decide)."""
-    if graph.format == "onnx":
-        if target == "coreml":
-            return _NO_FRONTEND, "check the PyTorch model the ONNX file was exported from"
+def _conversion(name: str, fmt: str) -> str:
+    """What converting to the target is called, or its check of a file as given."""
+    target = TARGETS.find(name)
+    if target is None:
+        return name
+    if fmt in target.file_formats:
+        return f"the {target.file_check} check of {target.file_formats[fmt]}"
+    return f"the {target.conversion}"
+
+
+def _op_check_blocked(graph: ModelGraph, name: str) -> tuple[str, str | None] | None:
+    """Why MG003 cannot check target ``name`` on this model (as the engine and MG003 decide)."""
+    target = TARGETS.find(name)
+    if target is not None and graph.format in target.file_formats:
         return None
+    refusal = target.refuses(graph.format) if target is not None else None
+    if refusal is None and any(graph.format in t.file_formats for t in TARGETS):
+        refusal = f"it does not take {graph.format} files"  # as MG003 says
+    if refusal is not None:
+        fix = f"check the PyTorch model the {graph.format.upper()} file was exported from"
+        return refusal, fix
     if graph.has_graph:
         return None
     reason = graph.no_graph_reason()
@@ -152,12 +164,14 @@ def _not_compressed(checks: dict[str, Any], preset: str) -> tuple[str, str | Non
     everything = _skip_reason(checks)
     if everything is not None:
         return everything
-    coreml = checks.get("coreml")
-    if not isinstance(coreml, dict):
-        return "the Core ML conversion it compresses did not run", None
-    if coreml.get("ok") is None:
-        return str(coreml.get("skipped") or "the Core ML conversion did not run"), None
-    if coreml.get("ok") is False:
+    owner = TARGETS.preset_owner(preset)
+    conversion = f"the {owner.conversion}" if owner else "the conversion"
+    converted = checks.get(owner.name) if owner else None
+    if not isinstance(converted, dict):
+        return f"{conversion} it compresses did not run", None
+    if converted.get("ok") is None:
+        return str(converted.get("skipped") or f"{conversion} did not run"), None
+    if converted.get("ok") is False:
         return None  # the conversion's failure is the finding (MG101)
     result = (checks.get("compress") or {}).get(preset)
     if not isinstance(result, dict):

@@ -20,8 +20,10 @@ def _modules() -> dict[str, Path]:
         if parts[-1] == "__init__":
             parts.pop()
         out[".".join(parts)] = path
-    for path in sorted((ROOT / "rules").glob("*.py")):  # installed as modelgate.rules
-        out["modelgate.rules" + ("" if path.stem == "__init__" else f".{path.stem}")] = path
+    for folder in ("rules", "targets"):  # installed as modelgate.rules, modelgate.targets
+        for path in sorted((ROOT / folder).glob("*.py")):
+            stem = "" if path.stem == "__init__" else f".{path.stem}"
+            out[f"modelgate.{folder}{stem}"] = path
     return out
 
 
@@ -78,6 +80,7 @@ def test_no_import_circle() -> None:
     known = _modules()
     graph = {name: _imports(name, path, known) for name, path in known.items()}
     assert graph["modelgate.driver"] >= {"modelgate.parallel", "modelgate.budget"}  # sees edges
+    assert "modelgate.checks.compress" in graph["modelgate.targets.coreml"]
     circles = [
         f"{' <-> '.join(c)}: " + "; ".join(f"{a} -> {sorted(graph[a] & set(c))}" for a in c)
         for c in _cycles(graph)
@@ -87,6 +90,25 @@ def test_no_import_circle() -> None:
 
 def test_the_walker_finds_a_circle() -> None:
     assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+
+
+def test_targets_import_no_stage_above_them() -> None:
+    """A target module uses the checks' plumbing and its own helpers; it never calls back
+    into the pipeline, the engine or a rule, and no target imports another."""
+    known = _modules()
+    above = {
+        "modelgate.engine", "modelgate.driver", "modelgate.parallel", "modelgate.budget",
+        "modelgate.baseline", "modelgate.cli", "modelgate.action", "modelgate.config",
+        "modelgate.checks.pipeline", "modelgate.checks.figures", "modelgate.checks.settings",
+        "modelgate.rules",
+    }  # fmt: skip
+    above |= {name for name in known if name.startswith("modelgate.rules.")}
+    targets = {n for n in known if n.startswith("modelgate.targets.")}
+    assert targets >= {"modelgate.targets.coreml", "modelgate.targets.onnx"}
+    for name in targets:
+        imported = _imports(name, known[name], known)
+        assert not (imported & above), name
+        assert not (imported & (targets | {"modelgate.targets"})), name
 
 
 def test_rules_import_no_stage() -> None:

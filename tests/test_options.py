@@ -11,16 +11,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from modelgate.rules import REGISTRY
 
 from modelgate import action, cli, driver, verdict
 from modelgate import config as cfg
-from modelgate.checks.settings import PRESETS
 from modelgate.config import ConfigError, RuleSetting
 from modelgate.limits import Limit
 from modelgate.options import Options, apply, load
 from modelgate.registry import UnknownRule
 from modelgate.report import ModelReport, Report
+from modelgate.rules import REGISTRY
+from modelgate.targets import REGISTRY as TARGETS
 
 GATE = """\
 targets: [onnx]
@@ -218,7 +218,8 @@ def test_static_refuses_conversions(asked: dict[str, tuple[str, ...]]) -> None:
 def test_unknown_preset_is_named() -> None:
     with pytest.raises(ConfigError) as exc:
         apply(cfg.Config(), Options(compress=("int8", "palettize-3")))
-    assert str(exc.value) == f"--compress palettize-3: unknown preset (known: {', '.join(PRESETS)})"
+    known = ", ".join(TARGETS.presets())
+    assert str(exc.value) == f"--compress palettize-3: unknown preset (known: {known})"
 
 
 # options -> the rule the error names (the first unknown, select before ignore)

@@ -20,13 +20,13 @@ pytest.importorskip("coremltools")
 nn = torch.nn
 
 import convert_probe  # noqa: E402
-from modelgate.rules import mg003_unsupported_op as mg003  # noqa: E402
 
 from modelgate import config as cfg  # noqa: E402
 from modelgate import engine, loaders, opsupport  # noqa: E402
 from modelgate.finding import Location  # noqa: E402
 from modelgate.graph import ModelGraph, Op  # noqa: E402
 from modelgate.rule import Note  # noqa: E402
+from modelgate.rules import mg003_unsupported_op as mg003  # noqa: E402
 
 
 class Guarded(nn.Module):

@@ -6,9 +6,9 @@ import types
 from pathlib import Path
 
 import pytest
-from modelgate.rules import REGISTRY
 
 from modelgate.registry import Registry, RegistryError, UnknownRule, missing_sections
+from modelgate.rules import REGISTRY
 
 ROOT = Path(__file__).resolve().parent.parent
 RULE_FILES = sorted(p.stem for p in (ROOT / "rules").glob("mg*.py"))

@@ -6,6 +6,7 @@ import ast
 from pathlib import Path
 
 import pytest
+
 from modelgate.rules import REGISTRY
 
 TABLES = Path(__file__).resolve().parent / "rule_tables"

@@ -8,13 +8,13 @@ import os
 from pathlib import Path
 
 import pytest
-from modelgate.rules import REGISTRY
 from test_github_reporters import sample
 
 from modelgate.finding import Finding, Location
 from modelgate.report import ModelReport, Report
 from modelgate.reporters import render
 from modelgate.reporters.sarif import FINGERPRINT, fingerprint
+from modelgate.rules import REGISTRY
 
 ROOT = Path(__file__).resolve().parent.parent
 SCHEMA = ROOT / ".." / "shared" / "schemas" / "sarif-schema-2.1.0.json"

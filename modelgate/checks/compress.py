@@ -1,6 +1,6 @@
 """Data-free Core ML compression by preset, and what the compressor did, read as data.
 
-A preset (:data:`~modelgate.checks.settings.PRESETS`) becomes a ``coremltools.optimize.coreml``
+A preset (:data:`modelgate.targets.coreml.PRESETS`) becomes a ``coremltools.optimize.coreml``
 config applied to every op (``OptimizationConfig(global_config=...)``). What was compressed
 and what was not comes from the compressed ML program itself: a ``constexpr_*`` op is a
 compressed weight; a float constant of at least :data:`MIN_WEIGHT` elements that feeds no
@@ -21,18 +21,17 @@ from typing import Any
 import numpy as np
 
 from modelgate.checks.coreml import capture_logs, package_bytes
-from modelgate.checks.settings import PRESETS, TARGETS, CoreMLSettings
 
 MIN_WEIGHT = 10  # smaller float constants are scalars and shapes, not weights
 _SKIPPED = re.compile(r"Cannot perform \w+ on (\S+?)\.? Skipped this op")
 _SUFFIXES = ("_palettized", "_quantized", "_sparsified")
 
 
-def config_for(preset: str, settings: CoreMLSettings) -> tuple[str, Any]:
-    """(api, OptimizationConfig) for ``preset``."""
+def config_for(spec: Any, settings: Any) -> tuple[str, Any]:
+    """(api, OptimizationConfig) for a preset (:class:`modelgate.targets.coreml.Preset`) with
+    the Core ML settings (group and block sizes, the weight threshold)."""
     import coremltools.optimize.coreml as cto
 
-    spec = PRESETS[preset]
     options = dict(spec.options)
     if options.get("granularity") == "per_grouped_channel":
         options["group_size"] = settings.group_size
@@ -49,22 +48,11 @@ def config_for(preset: str, settings: CoreMLSettings) -> tuple[str, Any]:
     return spec.api, cto.OptimizationConfig(global_config=op_config)
 
 
-def too_old(preset: str, target: str) -> str | None:
-    """Why ``preset`` cannot run at deployment target ``target``, or None."""
-    needed = PRESETS[preset].min_target
-    if TARGETS[target] < TARGETS[needed]:
-        return (
-            f"{preset} needs deployment target {needed} or later (its ops do not exist "
-            f"before); the conversion targets {target}"
-        )
-    return None
-
-
-def compress(mlmodel: Any, preset: str, settings: CoreMLSettings) -> tuple[Any, dict[str, Any]]:
+def compress(mlmodel: Any, spec: Any, settings: Any) -> tuple[Any, dict[str, Any]]:
     """(compressed MLModel, facts): seconds, size, what was compressed and what was skipped."""
     import coremltools.optimize.coreml as cto
 
-    api, config = config_for(preset, settings)
+    api, config = config_for(spec, settings)
     function = cto.palettize_weights if api == "palettize" else cto.linear_quantize_weights
     start = time.perf_counter()
     with capture_logs() as logs, warnings.catch_warnings():
@@ -168,9 +156,9 @@ def compressed_names(program: Any) -> set[str]:
     return names
 
 
-def divisor_hint(shape: list[int], preset: str, settings: CoreMLSettings) -> str | None:
+def divisor_hint(shape: list[int], spec: Any, settings: Any) -> str | None:
     """For a weight skipped by a grouped / blocked preset: a size that would divide it."""
-    granularity = PRESETS[preset].options.get("granularity")
+    granularity = spec.options.get("granularity")
     if granularity == "per_grouped_channel" and shape:
         axis, current, what, dim = 0, settings.group_size, "group_size", "output channels"
     elif granularity == "per_block" and len(shape) > 1:

@@ -1,10 +1,11 @@
-"""The checks for one model: plan them, run each converter's step in a child, store results.
+"""The checks for one model: plan them, run each target's step in a child, store results.
 
 Runs in the process that checks the model (a worker of :mod:`modelgate.parallel`), after
-the loader and before the rules. Results go to ``graph.metadata["checks"]``, normalised so
-that the rules (MG101-MG105) and :func:`summarize` read one shape whatever happened: per
-converter ``{"ok": True | False | None, ...}`` (None: not run, with ``skipped``), per preset
-the same, a failure's ``error``, ``kind`` (error, crash, timeout, memory) and ``stage``.
+the loader and before the rules. What a step does is its target's (``targets/``); this module
+names none. Results go to ``graph.metadata["checks"]``, normalised so that the rules
+(MG101-MG107) and :mod:`figures` read one shape whatever happened: per target
+``{"ok": True | False | None, ...}`` (None: not run, with ``skipped``), per preset the same, a
+failure's ``error``, ``kind`` (error, crash, timeout, memory) and ``stage``.
 """
 
 from __future__ import annotations
@@ -15,38 +16,23 @@ import time
 from typing import Any
 
 from modelgate.checks import graphstats
-from modelgate.checks.settings import PRESETS, CheckSettings
+from modelgate.checks.figures import RUNS_MODEL
+from modelgate.checks.settings import CheckSettings
 from modelgate.graph import ModelGraph
+from modelgate.targets import REGISTRY as TARGETS
 
-RUNS_MODEL = ("latency_ms", "drift")  # budgeted figures only a run of the model gives
-STATIC = ("macs", "peak_activation_mb")  # budgeted figures the graph view gives
 MARGIN = 5.0  # seconds of the model's time limit kept for the rules and the report
 _RUNNABLE = ("torchscript", "torch_export")
 _WEIGHTS_ONLY = ("state_dict", "checkpoint", "tensor", "safetensors")
-NO_ONNX_FRONTEND = "Core ML has no ONNX frontend (coremltools 6 removed it)"
-MODULES = {
-    "coreml": ("torch", "numpy", "coremltools", "coremltools.optimize.coreml"),
-    "palettize": ("sklearn.cluster",),
-    "onnx": ("torch", "numpy", "onnx", "onnxruntime"),
-    "onnx_dynamo": ("onnxscript",),
-    "torch": ("torch", "numpy"),
-    # what torch.export.load and run_decompositions import on first use (~2 s, once a worker)
-    "torch_export": (
-        "torch._export.serde.serialize",
-        "torch.export._trace",
-        "torch._functorch.aot_autograd",
-        "torch._functorch.partitioners",
-    ),
-}
-INSTALL = {
-    "coremltools": "pip install 'modelgate-lint[coreml]'",
-    "onnxruntime": "pip install 'modelgate-lint[onnx]'",
-    "onnxscript": "pip install 'modelgate-lint[onnx]'",
-    "onnx": "pip install 'modelgate-lint[onnx]'",
-    "torch": "pip install 'modelgate-lint[torch]'",
-    "sklearn.cluster": "pip install scikit-learn (k-means for palettization)",
-    "numpy": "pip install numpy",
-}
+TORCH = ("torch", "numpy")  # what a step that loads the model with torch imports
+# what torch.export.load and run_decompositions import on first use (~2 s, once a worker)
+TORCH_EXPORT = (
+    "torch._export.serde.serialize",
+    "torch.export._trace",
+    "torch._functorch.aot_autograd",
+    "torch._functorch.partitioners",
+)
+INSTALL = {"torch": "pip install 'modelgate-lint[torch]'", "numpy": "pip install numpy"}
 
 
 def wanted(config: Any) -> bool:
@@ -80,7 +66,7 @@ def blocked(graph: ModelGraph) -> tuple[str, str | None] | None:
             "a pickled nn.Module needs its Python class to load, and loading runs that code",
             save,
         )
-    if graph.format not in (*_RUNNABLE, "onnx"):
+    if graph.format not in _RUNNABLE and not _file_checkers(graph.format):
         return f"a {graph.format.replace('_', ' ')} file cannot be converted or run", None
     return None
 
@@ -117,9 +103,9 @@ def _spec(graph: ModelGraph, value: Any) -> tuple[str, tuple[int, ...], str] | s
     return (value.name, tuple(dims), value.dtype or "float32")
 
 
-def onnx_specs(graph: ModelGraph) -> list[tuple[str, tuple[int, ...], str]]:
-    """For an ONNX file: the inputs whose shapes are known (given or recorded); the step
-    makes values for the others from the file's own types (strings, sequences, optionals)."""
+def file_specs(graph: ModelGraph) -> list[tuple[str, tuple[int, ...], str]]:
+    """For a file checked as given (ONNX): the inputs whose shapes are known (given or
+    recorded); the step makes values for the others from the file's own types."""
     specs = [_spec(graph, value) for value in graph.inputs]
     return [s for s in specs if not isinstance(s, str)]
 
@@ -149,8 +135,8 @@ def _run(graph: ModelGraph, config: Any, display: str, started: float | None) ->
     if not _needs_run(config):
         return
     why = blocked(graph)
-    if graph.format == "onnx" and why is None:
-        specs = onnx_specs(graph)  # an ONNX file's session check needs no shapes
+    if _file_checkers(graph.format) and why is None:
+        specs = file_specs(graph)  # a file checked as given (ONNX) needs no shapes
     else:
         specs, no_shapes = input_specs(graph)
         if why is None and no_shapes is not None:
@@ -171,7 +157,7 @@ def _run(graph: ModelGraph, config: Any, display: str, started: float | None) ->
         if missing:
             checks[target] = {
                 "ok": None,
-                "skipped": f"{missing} is not installed: {INSTALL.get(missing, 'install it')}",
+                "skipped": f"{missing} is not installed: {_install(missing, target)}",
             }
             continue
         left = config.timeout - (time.monotonic() - started) - MARGIN
@@ -188,45 +174,73 @@ def _run(graph: ModelGraph, config: Any, display: str, started: float | None) ->
     }
 
 
+def _file_checkers(fmt: str) -> list[Any]:
+    """The targets that check a file of format ``fmt`` as given (not converted)."""
+    return [t for t in TARGETS if fmt in t.file_formats]
+
+
 def _plan(
     graph: ModelGraph, settings: CheckSettings, specs: list, config: Any
 ) -> list[tuple[str, Any, str | None]]:
     """(target, job, reason it is not run) for each child to run, in order. Latency is timed
-    once: in ONNX Runtime when the ONNX export runs, else in torch."""
+    once: by the first target whose runtime runs what it made, else in torch."""
     from modelgate.checks.steps import Job
 
     limits = getattr(config, "budget", {}) or {}
     latency = settings.measure.latency and (settings.active or "latency_ms" in limits)
     drift = settings.measure.drift
-    converters = settings.converters
+    converters = [TARGETS.get(name) for name in settings.converters]
 
-    def job(target: str, **options: Any) -> Job:
-        return Job(path=graph.path, format=graph.format, target=target, inputs=tuple(specs),
-                   settings=settings, **options)  # fmt: skip
+    def job(target: Any, **options: Any) -> Job:
+        if target is None:  # torch only: the original model's latency
+            return Job(path=graph.path, format=graph.format, target="torch",
+                       inputs=tuple(specs), settings=settings, **options)  # fmt: skip
+        return Job(path=graph.path, format=graph.format, target=target.name,
+                   inputs=tuple(specs), settings=settings, options=target.job_options(settings),
+                   runtime_latency=bool(target.runtime), **options)  # fmt: skip
 
     out: list[tuple[str, Any, str | None]] = []
-    if graph.format == "onnx":
-        if "coreml" in converters:
-            why = f"{NO_ONNX_FRONTEND}: convert the PyTorch model"
-            out.append(("coreml", None, why))
-        if "onnx" in converters or latency:
-            out.append(("onnx", job("onnx", latency=latency, drift=False), None))
+    checkers = _file_checkers(graph.format)
+    if checkers:
+        timer = checkers[0] if latency and not any(t in converters for t in checkers) else None
+        for target in converters:
+            if target not in checkers:
+                why = target.refuses(graph.format) or f"it does not take {graph.format} files"
+                out.append((target.name, None, f"{why}: convert the PyTorch model"))
+        for target in checkers:
+            if target in converters or target is timer:
+                timed = latency and (target is timer or timer is None)
+                out.append((target.name, job(target, latency=timed, drift=False), None))
+                latency = latency and not timed
         return out
-    if "coreml" in converters:
-        target = settings.coreml.target_for(settings.compress)
-        timed = latency and "onnx" not in converters
-        out.append(("coreml", job("coreml", deployment_target=target, drift=drift,
-                                  latency=timed), None))  # fmt: skip
-    if "onnx" in converters:
-        out.append(("onnx", job("onnx", drift=drift, latency=latency), None))
+    timer = next((t for t in converters if t.runtime), converters[0] if converters else None)
+    for target in converters:
+        timed = latency and target is timer
+        out.append((target.name, job(target, drift=drift, latency=timed), None))
     if not converters and latency:
-        out.append(("torch", job("torch", drift=False, latency=True), None))
+        out.append(("torch", job(None, drift=False, latency=True), None))
     return out
 
 
-def modules_for(converters: tuple[str, ...]) -> list[str]:
-    """The modules the given converters import, in import order, without repeats."""
-    return list(dict.fromkeys(m for c in converters for m in MODULES.get(c, ())))
+def modules_for(settings: CheckSettings) -> list[str]:
+    """The modules the steps of the settings' conversions import, in import order, once."""
+    from modelgate.checks.steps import Job
+
+    found: list[str] = []
+    for name in settings.converters:
+        probe = Job(path="", format="torchscript", target=name, inputs=(), settings=settings)
+        found += TARGETS.get(name).modules(probe)
+    return list(dict.fromkeys(found))
+
+
+def _install(module: str, target: str) -> str:
+    """How to install a missing module: its target's extra, or the hint the target gives."""
+    owner = TARGETS.find(target)
+    hints = dict(INSTALL)
+    if owner is not None:
+        hints.update(getattr(owner.module, "INSTALL", {}))
+        return hints.get(module, owner.install)
+    return hints.get(module, "install it")
 
 
 def _preload(target: str, job: Any) -> str | None:
@@ -234,28 +248,29 @@ def _preload(target: str, job: Any) -> str | None:
     (The worker sized the OpenMP and BLAS pools when it started: :mod:`modelgate.parallel`.)"""
     from modelgate.checks import isolate
 
-    modules = list(MODULES.get(target, ()))
-    if target == "coreml" and any(PRESETS[p].api == "palettize" for p in job.settings.compress):
-        modules += MODULES["palettize"]
-    if target == "onnx" and job.format == "torch_export":
-        modules += MODULES["onnx_dynamo"]
+    owner = TARGETS.find(target)
+    modules = owner.modules(job) if owner is not None else list(TORCH)
     if job.format in _RUNNABLE:
         modules = ["torch", *modules]
     if job.format == "torch_export":
-        modules += MODULES["torch_export"]
+        modules += TORCH_EXPORT
     missing = isolate.preload(dict.fromkeys(modules))
     return missing[0] if missing else None
 
 
 def _execute(job: Any, timeout: float, settings: CheckSettings, display: str) -> Any:
-    from modelgate.checks import coreml_step, isolate, onnx_step, steps
+    from modelgate.checks import isolate, steps
 
     show = _progress(display)
     start = time.monotonic()
-    targets = {"coreml": coreml_step.convert, "onnx": onnx_step.export}
+    target = TARGETS.find(job.target)  # None: the torch-only latency job
+    step = target.step if target is not None else None
+    file_step = (
+        target.file_step if target is not None and job.format in target.file_formats else None
+    )
     outcome = isolate.run(
         steps.run,
-        (job, targets, {"onnx": onnx_step.check_file}),
+        (job, step, file_step),
         timeout=timeout,
         memory_mb=settings.isolation.memory_mb,
         on_stage=(lambda stage: show(stage.split(": ", 1)[-1] + " ...")) if show else None,
@@ -322,15 +337,16 @@ def _record(checks: dict[str, Any], target: str, job: Any, outcome: Any) -> None
         own["drift"] = results[f"{target}_drift"]
     elif failure is not None and failed_at == f"{target}_drift":
         own["drift"] = {"error": failure.reason}
-    if "onnx_run" in results and target == "onnx":
-        own["run"] = results["onnx_run"]
-    elif failure is not None and failed_at == "onnx_run" and target == "onnx":
+    if f"{target}_run" in results:
+        own["run"] = results[f"{target}_run"]
+    elif failure is not None and failed_at == f"{target}_run":
         own["run"] = {"ok": False, "error": failure.reason, "kind": failure.kind}
-    if target != "coreml" or not own.get("ok"):
+    offered = TARGETS.get(target).presets
+    if not offered or not own.get("ok"):
         return
     presets: dict[str, Any] = {}
     ended = False
-    for preset in job.settings.compress:
+    for preset in (p for p in job.settings.compress if p in offered):
         key = f"compress:{preset}"
         if key in results:
             presets[preset] = results[key]
@@ -364,160 +380,3 @@ def cpu_name() -> str:
     import platform
 
     return f"this machine's CPU: {platform.processor() or platform.machine()}"
-
-
-# ---------------------------------------------------------------------------------------------
-# metrics
-# ---------------------------------------------------------------------------------------------
-
-_DRIFT_KEYS = (
-    "rel_l2",
-    "rel_l2_centered",
-    "max_abs",
-    "cosine_min",
-    "cosine_mean",
-    "psnr_db",
-    "top1_agreement",
-    "top1_classes",
-    "degenerate",
-    "weak",
-    "method",
-    "samples",
-    "weight_error",
-    "unmapped",
-    "weights_compressed",
-    "error",
-)
-
-
-def _mb(value: Any) -> float | None:
-    return round(value / 1e6, 3) if isinstance(value, (int, float)) else None
-
-
-def _drift_detail(drift: dict[str, Any], of: str) -> dict[str, Any]:
-    out = {k: drift[k] for k in _DRIFT_KEYS if k in drift}
-    out["of"] = of
-    return out
-
-
-def summarize(checks: dict[str, Any], static: dict[str, Any]) -> dict[str, Any]:
-    """The report's figures from the checks: ``size_mb``, ``latency_ms`` and ``drift`` (what
-    the budget judges) with what each measured, and the detail behind them."""
-    out: dict[str, Any] = {}
-    not_measured: dict[str, str] = {}
-    graph = checks.get("graph") or {}
-    for key in STATIC:
-        if graph.get(key) is not None:
-            out[key] = graph[key]
-        elif graph.get("why"):
-            not_measured[key] = graph["why"]
-    conversions: dict[str, Any] = {}
-    for target in ("coreml", "onnx"):
-        result = checks.get(target)
-        if result is None:
-            continue
-        entry = {k: v for k, v in result.items() if k not in ("bytes", "drift", "detail")}
-        if "bytes" in result:
-            entry["size_mb"] = _mb(result["bytes"])
-        drift = result.get("drift") or {}
-        if "rel_l2" in drift:
-            entry["drift"] = None if drift.get("degenerate") else drift["rel_l2"]
-        conversions[target] = entry
-    if conversions:
-        out["conversions"] = conversions
-    coreml_mb = conversions.get("coreml", {}).get("size_mb")
-    compression: dict[str, Any] = {}
-    for preset, result in (checks.get("compress") or {}).items():
-        entry = {
-            k: v for k, v in result.items() if k not in ("bytes", "drift", "skipped", "detail")
-        }
-        if "bytes" in result:
-            entry["size_mb"] = _mb(result["bytes"])
-            if coreml_mb:
-                entry["ratio"] = round(coreml_mb / max(entry["size_mb"], 1e-9), 2)
-        if isinstance(result.get("skipped"), list):
-            entry["skipped"] = len(result["skipped"])
-            entry["skipped_layers"] = [
-                {k: s[k] for k in ("name", "tensor", "shape", "reason", "hint") if k in s}
-                for s in result["skipped"]
-            ]
-        elif result.get("skipped"):
-            entry["skipped"] = result["skipped"]
-        drift = result.get("drift") or {}
-        if "rel_l2" in drift:
-            entry["drift"] = None if drift.get("degenerate") else drift["rel_l2"]
-            if "top1_agreement" in drift:
-                entry["top1_agreement"] = drift["top1_agreement"]
-        compression[preset] = entry
-    if compression:
-        out["compression"] = compression
-    requested = (checks.get("requested") or {}).get("compress") or []
-    primary = requested[0] if requested else None
-    if primary and compression.get(primary, {}).get("size_mb") is not None:
-        out["size_mb"], out["size_from"] = compression[primary]["size_mb"], f"Core ML, {primary}"
-    elif coreml_mb is not None:
-        out["size_mb"], out["size_from"] = coreml_mb, "Core ML"
-    elif conversions.get("onnx", {}).get("size_mb") is not None:
-        out["size_mb"], out["size_from"] = conversions["onnx"]["size_mb"], "ONNX"
-    else:
-        out["size_from"] = "file"
-    _drift_figures(checks, primary, out, not_measured)
-    latency = checks.get("latency")
-    if isinstance(latency, dict) and "median_ms" in latency:
-        out["latency_ms"] = latency["median_ms"]
-        out["latency"] = {**latency, "device": (checks.get("measure") or {}).get("device")}
-    elif isinstance(latency, dict) and latency.get("error"):
-        not_measured["latency_ms"] = f"timing failed: {latency['error']}"
-    run = (checks.get("onnx") or {}).get("run") or {}
-    if run.get("ok") is not True and run.get("error"):
-        not_measured.setdefault(
-            "latency_ms", f"not measured: ONNX Runtime did not run it: {run['error']}"
-        )
-    if checks.get("skipped"):
-        for key in RUNS_MODEL:
-            not_measured.setdefault(key, f"not measured: {checks['skipped']}")
-    declared = [i.get("shape") for i in static.get("inputs") or []]
-    if checks.get("inputs") and declared != [i["shape"] for i in checks["inputs"]]:
-        out["measured_inputs"] = checks["inputs"]  # symbolic dims filled in
-    requested = checks.get("requested") or {}
-    for key in RUNS_MODEL if requested.get("convert") or requested.get("compress") else ():
-        if key not in out and key not in not_measured:
-            not_measured[key] = _unmeasured_reason(key, checks)
-    out["not_measured"] = {k: v for k, v in not_measured.items() if out.get(k) is None}
-    if not out["not_measured"]:
-        del out["not_measured"]
-    return out
-
-
-def _drift_figures(
-    checks: dict[str, Any], primary: str | None, out: dict[str, Any], not_measured: dict
-) -> None:
-    """``drift``: of the compressed model when compression ran, else of the Core ML
-    conversion, else of ONNX Runtime; None (with the reason) when it means nothing."""
-    candidates = []
-    if primary:
-        candidates.append(((checks.get("compress") or {}).get(primary, {}), f"Core ML, {primary}"))
-    candidates.append((checks.get("coreml") or {}, "Core ML conversion (FP16 weights)"))
-    candidates.append((checks.get("onnx") or {}, "ONNX Runtime"))
-    for holder, of in candidates:
-        drift = holder.get("drift")
-        if not isinstance(drift, dict):
-            continue
-        out["drift_detail"] = _drift_detail(drift, of)
-        if drift.get("error"):
-            not_measured["drift"] = f"measuring the drift failed: {drift['error']}"
-        elif drift.get("degenerate"):
-            out["drift"] = None
-            not_measured["drift"] = f"not meaningful: {drift['degenerate']}"
-        else:
-            out["drift"] = drift.get("rel_l2")
-        return
-
-
-def _unmeasured_reason(key: str, checks: dict[str, Any]) -> str:
-    if key == "drift":
-        requested = checks.get("requested") or {}
-        if not requested.get("convert") and not requested.get("compress"):
-            return "not measured: nothing was converted or compressed (--convert, --compress)"
-        return "not measured: the conversion or compression did not finish"
-    return "not measured: the model was not run (measure.latency: false, or a step failed)"

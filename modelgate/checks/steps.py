@@ -1,8 +1,8 @@
 """What runs inside a step's child process: load and run the model, then the target's step.
 
-One child per converter (Core ML, ONNX) and model, started by :mod:`pipeline` through
-:mod:`isolate`; the per-target work is in :mod:`coreml_step` and :mod:`onnx_step`, which
-:mod:`pipeline` passes to :func:`run` (they import this module, so it imports neither).
+One child per target and model, started by :mod:`pipeline` through :mod:`isolate`; the
+per-target work is the target module's ``step`` (``targets/``), which :mod:`pipeline` passes
+to :func:`run` (target modules import this one, so it imports none of them).
 Each result is sent as soon as it exists (``emit``), so a crash in the compressor still
 leaves the conversion's figures in the report. Everything is measured on the same seeded
 synthetic inputs against the original model run in FP32 by torch.
@@ -12,14 +12,13 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from modelgate.checks import measure
 from modelgate.checks.isolate import Emit
-from modelgate.checks.settings import CheckSettings
 
 
 @dataclass(frozen=True)
@@ -28,12 +27,13 @@ class Job:
 
     path: str
     format: str  # torchscript | torch_export | onnx
-    target: str  # coreml | onnx | torch (measure only)
+    target: str  # a target's name, or torch (the original's latency only)
     inputs: tuple[tuple[str, tuple[int, ...], str], ...]  # name, shape, dtype
-    settings: CheckSettings
-    deployment_target: str = "iOS16"
+    settings: Any  # the run's CheckSettings (modelgate.checks.settings)
+    options: Mapping[str, Any] = field(default_factory=dict)  # the target's (job_options)
     drift: bool = True
     latency: bool = False
+    runtime_latency: bool = False  # the target's runtime times the latency, not torch
 
 
 @dataclass
@@ -58,14 +58,12 @@ TargetStep = Callable[[Emit, Job, Loaded, list[list[np.ndarray]], list[np.ndarra
 FileStep = Callable[[Emit, Job], None]
 
 
-def run(
-    emit: Emit, job: Job, targets: Mapping[str, TargetStep], files: Mapping[str, FileStep]
-) -> None:
-    """The child's entry point: ``files[job.format]`` for a file no torch loads (ONNX), else
-    load and run the model, then ``targets[job.target]`` on it (none for a torch-only job)."""
+def run(emit: Emit, job: Job, step: TargetStep | None, file_step: FileStep | None) -> None:
+    """The child's entry point: ``file_step`` for a file checked as given (ONNX), else load
+    and run the model, then the target's ``step`` on it (none for a torch-only job)."""
     _threads(job.settings.measure.threads)
-    if job.format in files:
-        files[job.format](emit, job)
+    if file_step is not None:
+        file_step(emit, job)
         return
     emit.stage("load: loading the model with torch")
     try:
@@ -85,23 +83,22 @@ def run(
             emit("reference", {"ok": False, "error": f"{type(exc).__name__}: {str(exc)[:300]}"})
             return
         emit("reference", _describe_reference(reference))
-    if job.latency and job.target != "onnx":  # ONNX Runtime's latency is timed instead
+    if job.latency and not job.runtime_latency:  # else the target's runtime times it
         emit.stage("latency: timing the original model in torch")
         emit("latency", _torch_latency(model, samples[0], measure_settings))
-    step = targets.get(job.target)
     if step is not None:
         step(emit, job, model, samples, reference)
 
 
 def converter_error(exc: BaseException, job: Job, logs: list | None = None) -> dict[str, Any]:
     """A converter's exception as the report shows it; running out of memory is its own kind."""
-    from modelgate.checks import coreml
+    from modelgate.checks import errors
 
     if isinstance(exc, MemoryError):
         limit = job.settings.isolation.memory_mb
         where = f" (the memory limit is {limit} MB: isolation.memory_mb)" if limit else ""
         return {"kind": "memory", "error": f"ran out of memory{where}", "op": None}
-    return {"kind": "error", **coreml.describe_error(exc, logs)}
+    return {"kind": "error", **errors.describe_error(exc, logs)}
 
 
 _LIMITS: list[Any] = []  # keeps the thread-pool limits of this (child) process in force

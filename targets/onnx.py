@@ -1,7 +1,11 @@
-"""The ONNX steps, in the child: export and run the export, or check and run an ONNX file.
+"""ONNX: torch.onnx's exporter, ONNX Runtime's CPU provider, and ONNX files as given.
 
-:func:`export` runs on the model :func:`modelgate.checks.steps.run` loaded; :func:`check_file`
-on an ONNX file as given, which torch does not load.
+The target module for ONNX Runtime (see :mod:`modelgate.target` for what a target declares).
+MG003 reads torch.onnx's function registry and decompositions (the legacy exporter's symbolic
+registry for TorchScript) from the shipped snapshot, and for an ONNX file the installed ONNX
+Runtime's kernel registry (:mod:`modelgate.onnx_support`). The step exports in the child, runs
+``onnx.checker``, opens an ONNX Runtime session and runs it: drift against torch and the
+latency come from ONNX Runtime itself on this CPU.
 """
 
 from __future__ import annotations
@@ -10,25 +14,94 @@ import os
 import shutil
 import tempfile
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
+if TYPE_CHECKING:  # the steps' types; what they use is imported in the child, when it runs
+    import numpy as np
 
-from modelgate.checks import measure, steps
-from modelgate.checks.isolate import Emit
+    from modelgate.checks import steps
+    from modelgate.checks.isolate import Emit
+
+NAME = "onnx"
+LABEL = "ONNX"
+EXTRA = "onnx"
+REQUIRES = ("torch", "onnx", "onnxruntime")
+DEFAULT = True  # MG003 checks it when no targets are configured
+CONVERSION = "ONNX export"
+CONVERTING = "exporting to ONNX"
+OP_FIX = (
+    "rewrite it with ops torch.onnx exports, or register a custom ONNX function "
+    "(torch.onnx.export(..., custom_translation_table=...))"
+)
+FAILURE_RULE = "MG102"
+FAILURE_FIXES = {
+    "error": "make the op exportable: rewrite it with ops torch.onnx exports, or register a "
+    "custom ONNX function (torch.onnx.export(..., custom_translation_table=...))",
+    "timeout": "raise the time limit (timeout: / --timeout, isolation.timeout)",
+    "memory": "raise isolation.memory_mb, or export on a machine with more memory",
+    "crash": "the exporter or ONNX Runtime crashed: report it with the model",
+}
+# after these stages the export itself worked (a failure is onnx.checker's or ONNX Runtime's)
+LATER_STAGES = ("running onnx.checker", "creating an ONNX Runtime session")
+STAGE_LABELS = {
+    "exporting to ONNX": "ONNX export",
+    "running onnx.checker": "onnx.checker",
+    "creating an ONNX Runtime session": "ONNX Runtime session",
+}
+DRIFT_LABEL = "ONNX Runtime"
+DRIFT_OF = "ONNX Runtime"
+RUNTIME = "ONNX Runtime"
+FILE_FORMATS = {"onnx": "the ONNX file"}
+FILE_CHECK = "ONNX Runtime session"
+FILE_FIXES = {
+    "error": "use ops and opsets this ONNX Runtime implements (its message names the op), "
+    "or a newer onnxruntime; re-export the ONNX file from its source model if it is damaged",
+    "timeout": "raise the time limit (timeout: / --timeout, isolation.timeout)",
+    "memory": "raise isolation.memory_mb, or check on a machine with more memory",
+    "crash": "ONNX Runtime crashed loading the ONNX file: report it to onnxruntime with the file",
+}
+MODULES = ("torch", "numpy", "onnx", "onnxruntime")
+
+
+def op_verdict(name: str, fmt: str, dialect: str | None) -> Any:
+    """torch.onnx's verdict on one op of a TorchScript graph or an ExportedProgram."""
+    from modelgate import opsupport
+
+    return opsupport.load().onnx(name, fmt)
+
+
+def file_issues(graph: Any) -> tuple[list[Any], str | None]:
+    """What the installed ONNX Runtime's CPU provider cannot load in an ONNX file."""
+    from modelgate import onnx_support
+
+    return onnx_support.check(graph)
+
+
+def notes(fmt: str, result: dict[str, Any]) -> list[str]:
+    """onnx.checker's verdict when it rejects a file ONNX Runtime loads."""
+    checker = result.get("checker")
+    if fmt in FILE_FORMATS and result.get("ok") and str(checker).startswith("failed"):
+        return [f"onnx.checker rejects the file, which ONNX Runtime loads: {checker}"]
+    return []
+
+
+def modules(job: Any) -> list[str]:
+    """torch.export programs go through the dynamo exporter, which needs onnxscript."""
+    return [*MODULES, *(("onnxscript",) if job.format == "torch_export" else ())]
+
 
 ONNX_DRIFT_METHOD = "ONNX Runtime (CPU) against torch, same inputs"
 
 
-def export(
+def step(
     emit: Emit,
     job: steps.Job,
     model: steps.Loaded,
     samples: list[list[np.ndarray]],
     reference: list[np.ndarray] | None,
 ) -> None:
-    """Export to ONNX, then check, open and run the export (:func:`_onnx_run`)."""
-    from modelgate.checks import onnx_export
+    """In the child: export to ONNX, then check, open and run the export (:func:`_onnx_run`)."""
+    from modelgate.checks import onnx_export, steps
 
     folder = tempfile.mkdtemp(prefix="modelgate-onnx-")
     try:
@@ -53,14 +126,14 @@ def export(
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def check_file(emit: Emit, job: steps.Job) -> None:
+def file_step(emit: Emit, job: steps.Job) -> None:
     """An ONNX file as given: ONNX Runtime's session decides (the checker's verdict is kept
     beside it), then one run on synthetic inputs made from the file's own types (strings,
     sequences, optionals, none at all), then the latency. A run that cannot be made or fails
     on synthetic values is not the file's fault: it is reported as such (``run``)."""
     import onnxruntime as ort
 
-    from modelgate.checks import onnx_export, onnx_inputs
+    from modelgate.checks import measure, onnx_export, onnx_inputs, steps
 
     facts: dict[str, Any] = {
         "exporter": None,
@@ -148,7 +221,7 @@ def _onnx_run(
 ) -> None:
     import onnxruntime as ort
 
-    from modelgate.checks import onnx_export
+    from modelgate.checks import measure, onnx_export, steps
 
     emit.stage("onnx: running onnx.checker")
     try:
