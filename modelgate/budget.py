@@ -22,6 +22,7 @@ from typing import Any
 
 from modelgate.limits import BUDGET_RULES, METRICS, Limit, describe, parse
 from modelgate.report import ModelReport, Report
+from modelgate.results import BudgetEntry, BudgetResult
 
 __all__ = ["BUDGET_RULES", "METRICS", "Limit", "apply", "apply_model", "describe", "evaluate",
            "parse"]  # fmt: skip
@@ -144,11 +145,11 @@ def apply_model(model: ModelReport, config: Any) -> None:
     evaluation = evaluate(model.metrics, limits, base_metrics(model.metrics))
     model.metrics["budget"] = evaluation
     view = ModelGraph(model.path, format=model.format)
-    view.metadata["budget"] = evaluation
+    view.budget = BudgetResult({k: BudgetEntry.from_dict(e) for k, e in evaluation.items()})
     base = model.metrics.get("baseline")
     if isinstance(base, dict) and base.get("path"):
         ref = base.get("ref")
-        view.metadata["baseline_name"] = f"{base['path']} at {ref}" if ref else base["path"]
+        view.budget.baseline = f"{base['path']} at {ref}" if ref else base["path"]
     outcome = engine.run_rules(view, config, model.path, needs="budget")
     model.findings.extend(outcome.findings)
     for rid, why in outcome.skipped.items():

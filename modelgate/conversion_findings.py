@@ -12,6 +12,7 @@ from typing import Any
 
 from modelgate.finding import Location, Problem
 from modelgate.graph import ModelGraph
+from modelgate.results import ChecksResult
 from modelgate.rule import Note, Skip
 from modelgate.target import Target
 from modelgate.targets import REGISTRY as TARGETS
@@ -47,14 +48,14 @@ def failures(graph: ModelGraph, rule: str | None) -> Iterator[Problem | Skip | N
 def failure(graph: ModelGraph, target: Target) -> Iterator[Problem | Skip | Note]:
     """The finding of a failed conversion to ``target`` (or of its check of a file as
     given), or a Skip when it did not run."""
-    checks = graph.metadata.get("checks") or {}
-    result = checks.get(target.name)
+    checks = graph.checks or ChecksResult()
+    result = checks.of(target.name)
     for note in target.notes(graph.format, result) if isinstance(result, dict) else ():
         yield Note(note)  # also when it ran for the latency only
-    if target.name not in (checks.get("requested") or {}).get("convert", []):
+    if target.name not in checks.requested.convert:
         return
-    if checks.get("skipped"):
-        yield Skip(f"not converted: {checks['skipped']}")
+    if checks.skipped:
+        yield Skip(f"not converted: {checks.skipped}")
         return
     if not isinstance(result, dict):
         return

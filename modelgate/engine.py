@@ -89,7 +89,7 @@ def run_rules(
             continue
         if only is not None and only != module.ID:
             continue
-        if module.NEEDS == "budget" and not graph.metadata.get("budget"):
+        if module.NEEDS == "budget" and not (graph.budget and graph.budget.entries):
             continue  # judged by modelgate.budget once every model was checked
         if module.NEEDS != "file" and graph.unreadable is not None:
             unread += 1
@@ -97,7 +97,7 @@ def run_rules(
         if module.NEEDS == "graph" and not graph.has_graph:
             outcome.skipped[module.ID] = graph.no_graph_reason()
             continue
-        if module.NEEDS == "checks" and not graph.metadata.get("checks"):
+        if module.NEEDS == "checks" and graph.checks is None:
             continue
         options = {name: opt.default for name, opt in module.OPTIONS.items()}
         options.update(setting.options)
@@ -202,10 +202,10 @@ def graph_report(graph: ModelGraph, config: Config, display: str) -> ModelReport
     """Run the rules over a loaded graph (also one that could not be read: MG902)."""
     outcome = run_rules(graph, config, display)
     metrics = static_metrics(graph)
-    if "checks" in graph.metadata:
+    if graph.checks is not None:
         from modelgate.checks import figures
 
-        metrics.update(figures.summarize(graph.metadata["checks"], metrics))
+        metrics.update(figures.summarize(graph.checks, metrics))
     report = ModelReport(display, graph.format, outcome.findings, metrics,
                          outcome.skipped, [*graph.notes, *outcome.notes])  # fmt: skip
     return report

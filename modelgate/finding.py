@@ -7,7 +7,7 @@ no rule decides its own severity (yamllint does the same).
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
 SEVERITIES = ("error", "warning", "info")
@@ -48,6 +48,16 @@ class Location:
         if self.source is not None:
             out["source"] = asdict(self.source)
         return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Location:
+        """The inverse of :meth:`to_dict`; keys it does not know are dropped."""
+        loc = dict(data)
+        source = loc.pop("source", None)
+        location = cls(**_known(cls, {"path": "", **loc}))
+        if isinstance(source, dict):
+            location = replace(location, source=SourceLocation(**_known(SourceLocation, source)))
+        return location
 
     def describe(self) -> str:
         """Short human form: "head.2 (model.py:41)"."""
@@ -93,7 +103,30 @@ class Finding:
             out.update(self.extra)
         return out
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Finding:
+        """The inverse of :meth:`to_dict` (a report read back: the Action's ``combine``)."""
+        return cls(
+            rule=data["rule"],
+            name=data.get("name", ""),
+            severity=data.get("severity", "error"),
+            message=data.get("message", ""),
+            location=Location.from_dict(data.get("location") or {}),
+            fix=data.get("fix"),
+            key=data.get("key"),
+            extra={k: v for k, v in data.items() if k not in _CORE},
+        )
+
     @property
     def identity(self) -> str:
         """What makes a finding "the same" across two versions of a model (for baselines)."""
         return f"{self.rule}:{self.key or self.location.describe() or self.message}"
+
+
+_CORE = ("rule", "name", "severity", "message", "location", "fix", "key")
+
+
+def _known(cls: type, data: dict[str, Any]) -> dict[str, Any]:
+    """The entries of ``data`` that are fields of dataclass ``cls``."""
+    names = {f.name for f in fields(cls)}
+    return {k: v for k, v in data.items() if k in names}

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from modelgate.finding import SourceLocation
+from modelgate.results import BudgetResult, ChecksResult
 
 # Bytes per element of the dtype names modelgate uses (torch's names, lower case).
 ITEMSIZE: dict[str, float] = {
@@ -234,6 +235,10 @@ class ModelGraph:
     unreadable_member: str | None = None
     notes: list[str] = field(default_factory=list)  # what the reader could not do, and why
     native_code: list[str] = field(default_factory=list)  # archive members that are binaries
+    # what the checks found (modelgate.checks.pipeline), before the rules run; None: not run
+    checks: ChecksResult | None = field(default=None, repr=False)
+    # the budget judged (modelgate.budget), on the view the budget rules run on
+    budget: BudgetResult | None = field(default=None, repr=False)
     # set by loaders that can compute value shapes once input shapes are final (TorchScript)
     infer_shapes: Callable[[], None] | None = field(default=None, repr=False, compare=False)
 

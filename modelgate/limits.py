@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from modelgate.finding import Location, Problem
+from modelgate.results import BudgetResult
 
 # budgeted figure -> (rule that judges it, unit in messages, what it is)
 METRICS: dict[str, tuple[str, str, str]] = {
@@ -103,12 +104,13 @@ def describe(key: str, value: float) -> str:
 def problems(graph: Any, rule: str) -> Iterator[Problem]:
     """The findings of budget rule ``rule`` over the evaluation on ``graph`` (see
     :func:`apply`): one per figure over its maximum, one per figure over its growth limit."""
-    for key, entry in (graph.metadata.get("budget") or {}).items():
-        if entry.get("rule") != rule or entry.get("passed") is not False:
+    budget = graph.budget or BudgetResult()
+    for key, entry in budget.entries.items():
+        if entry.rule != rule or entry.passed is not False or entry.value is None:
             continue
-        value = entry["value"]
-        of = f" ({entry['measured']})" if entry.get("measured") else ""
-        limit = entry.get("limit")
+        value = entry.value
+        of = f" ({entry.measured})" if entry.measured else ""
+        limit = entry.limit
         if limit is not None and value > limit:
             over = value - limit
             pct = f", +{over / limit:.0%}" if limit else ""
@@ -119,14 +121,14 @@ def problems(graph: Any, rule: str) -> Iterator[Problem]:
                 fix=_FIXES.get(key),
                 key=f"budget:{key}",
             )
-        old = entry.get("baseline")
+        old = entry.baseline
         if old is None:
             continue
         increase = value - old
         allowed = []
-        if entry.get("max_increase") is not None and increase > entry["max_increase"]:
-            allowed.append(f"{describe(key, entry['max_increase'])}")
-        pct_limit = entry.get("max_increase_pct")
+        if entry.max_increase is not None and increase > entry.max_increase:
+            allowed.append(f"{describe(key, entry.max_increase)}")
+        pct_limit = entry.max_increase_pct
         if (
             pct_limit is not None
             and increase > 0
@@ -135,7 +137,7 @@ def problems(graph: Any, rule: str) -> Iterator[Problem]:
             allowed.append(f"{pct_limit:g}%")
         if allowed:
             pct = f" (+{100 * increase / old:.1f}%)" if old else ""
-            against = graph.metadata.get("baseline_name") or "the baseline"
+            against = budget.baseline or "the baseline"
             yield Problem(
                 f"{key} grew by {describe(key, increase)}{pct} against {against} "
                 f"({describe(key, old)} -> {describe(key, value)}), more than the "
@@ -148,10 +150,10 @@ def problems(graph: Any, rule: str) -> Iterator[Problem]:
 
 def unjudged(graph: Any) -> Iterator[Problem]:
     """Budgeted figures that could not be measured (MG304)."""
-    for key, entry in (graph.metadata.get("budget") or {}).items():
-        if entry.get("passed") is None:
+    for key, entry in (graph.budget or BudgetResult()).entries.items():
+        if entry.passed is None:
             yield Problem(
-                f"the budget for {key} was not judged: {entry.get('reason')}",
+                f"the budget for {key} was not judged: {entry.reason}",
                 Location(graph.path),
                 fix="make the figure measurable (see the reason), or remove the limit",
                 key=f"budget:{key}:unjudged",

@@ -30,7 +30,6 @@ from modelgate.config import Config, InputSpec
 from modelgate.report import ModelReport
 from modelgate.targets import REGISTRY as TARGETS
 
-DEFAULT_TIMEOUT = 300.0  # seconds one model's check may take (config: timeout, CLI: --timeout)
 _THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 
 
@@ -61,7 +60,7 @@ def check_all(
     if not paths:
         return []
     jobs = max(1, min(jobs or default_jobs(), len(paths)))
-    timeout = DEFAULT_TIMEOUT if timeout is None else timeout
+    timeout = config.timeout if timeout is None else timeout  # the merged setting (options)
     results: list[ModelReport | None] = [None] * len(paths)
     pending = deque(_largest_first(paths) if jobs > 1 else range(len(paths)))
     workers: list[_Worker] = []

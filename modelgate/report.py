@@ -44,6 +44,19 @@ class ModelReport:
             "notes": self.notes,
         }
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ModelReport:
+        """The inverse of :meth:`to_dict`."""
+        return cls(
+            path=data["path"],
+            format=data.get("format", "unknown"),
+            findings=[Finding.from_dict(f) for f in data.get("findings", [])],
+            metrics=data.get("metrics") or {},
+            skipped={s["rule"]: s.get("reason", "") for s in data.get("skipped", [])},
+            notes=list(data.get("notes", [])),
+            passed=bool(data.get("passed", True)),
+        )
+
 
 @dataclass
 class Report:
@@ -77,3 +90,15 @@ class Report:
             "models": [m.to_dict() for m in self.models],
             "notes": self.notes,
         }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Report:
+        """The inverse of :meth:`to_dict`: a ``--format json`` report read back (what the
+        Action's matrix jobs upload and ``combine`` joins). ``passed`` and ``counts`` are
+        recomputed from the models, never trusted from the file."""
+        return cls(
+            models=[ModelReport.from_dict(m) for m in data.get("models", [])],
+            notes=list(data.get("notes", [])),
+            fail_on=data.get("fail_on", "error"),
+            version=data.get("modelgate", "?"),
+        )

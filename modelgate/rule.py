@@ -17,6 +17,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from modelgate.results import ChecksResult
+
 DOC_SECTIONS = ("What it does", "Why is this bad?", "Example", "Use instead", "Options")
 NEEDS = ("weights", "graph", "shapes", "checks", "budget", "file")
 
@@ -87,17 +89,17 @@ def dims(shape: tuple[Any, ...]) -> str:
     return "x".join(str(d) for d in shape)
 
 
-def not_compressed(checks: dict[str, Any]) -> str | None:
+def not_compressed(checks: ChecksResult) -> str | None:
     """Why no preset ran (the checks as a whole, or the conversion they compress), or None;
     MG103 and MG105 say it the same way."""
     from modelgate.targets import REGISTRY
 
-    if checks.get("skipped"):
-        return f"not compressed: {checks['skipped']}"
-    asked = (checks.get("requested") or {}).get("compress") or []
+    if checks.skipped:
+        return f"not compressed: {checks.skipped}"
+    asked = checks.requested.compress
     owners = [REGISTRY.preset_owner(p) for p in asked] or [t for t in REGISTRY if t.presets]
     for owner in dict.fromkeys(o for o in owners if o is not None):
-        converted = checks.get(owner.name) or {}
+        converted = checks.of(owner.name) or {}
         if converted.get("ok") is None and converted.get("skipped"):
             return f"not compressed: {converted['skipped']}"
         if converted.get("ok") is False:

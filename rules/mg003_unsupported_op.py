@@ -148,7 +148,7 @@ def _measured(graph: ModelGraph, target: Target) -> tuple[str | None, dict]:
     """("converted" | "failed", the result) when the target's real conversion ran
     (``--convert``; modelgate.checks.pipeline stores it before the rules run), else None.
     Conversions that timed out, crashed or never started say nothing about ops."""
-    result = (graph.metadata.get("checks") or {}).get(target.name)
+    result = graph.checks.of(target.name) if graph.checks else None
     if not isinstance(result, dict) or result.get("ok") is None:
         return None, {}
     if result.get("ok"):
@@ -180,7 +180,7 @@ def _problem(graph: ModelGraph, op: Op, name: str, target: Target, reason: str) 
 def _file(graph: ModelGraph, target: Target) -> Iterator[Problem | Note]:
     """A file the target checks as given (ONNX): what its runtime cannot load."""
     issues, note = target.file_issues(graph)
-    session = ((graph.metadata.get("checks") or {}).get(target.name) or {}).get("ok")
+    session = ((graph.checks.of(target.name) if graph.checks else None) or {}).get("ok")
     if session is True and issues:  # measured beats predicted: the runtime loaded the file
         names = ", ".join(sorted({i.op.opname if i.op else i.key or "?" for i in issues})[:5])
         yield Note(

@@ -42,6 +42,7 @@ from collections.abc import Iterator
 
 from modelgate.finding import Location, Problem
 from modelgate.graph import ModelGraph
+from modelgate.results import ChecksResult
 from modelgate.rule import Option, Skip, dims, human_count, not_compressed
 
 ID = "MG103"
@@ -59,14 +60,14 @@ OPTIONS = {
 
 
 def check(graph: ModelGraph, options: dict) -> Iterator[Problem | Skip]:
-    checks = graph.metadata.get("checks") or {}
-    if (checks.get("requested") or {}).get("compress"):  # said as MG105 says it
+    checks = graph.checks or ChecksResult()
+    if checks.requested.compress:  # said as MG105 says it
         why = not_compressed(checks)
         if why is not None:
             yield Skip(why)
             return
     total = graph.parameter_count or 0
-    for preset, result in (checks.get("compress") or {}).items():
+    for preset, result in (checks.compress or {}).items():
         if not isinstance(result, dict) or not result.get("ok"):
             continue
         for entry in result.get("skipped") or []:

@@ -42,6 +42,7 @@ from collections.abc import Iterator
 
 from modelgate.finding import Location, Problem
 from modelgate.graph import ModelGraph
+from modelgate.results import ChecksResult
 from modelgate.rule import Note, Option, Skip
 from modelgate.target import Target
 from modelgate.targets import REGISTRY as TARGETS
@@ -57,23 +58,23 @@ OPTIONS = {
 }
 
 
-def _drifts(checks: dict) -> Iterator[tuple[str, dict]]:
+def _drifts(checks: ChecksResult) -> Iterator[tuple[str, dict]]:
     for target in TARGETS:
-        result = checks.get(target.name)
+        result = checks.of(target.name)
         if isinstance(result, dict) and isinstance(result.get("drift"), dict):
             yield target.drift_label, result["drift"]
-    for preset, result in (checks.get("compress") or {}).items():
+    for preset, result in (checks.compress or {}).items():
         if isinstance(result, dict) and isinstance(result.get("drift"), dict):
             yield preset, result["drift"]
 
 
 def check(graph: ModelGraph, options: dict) -> Iterator[Problem | Note | Skip]:
-    checks = graph.metadata.get("checks") or {}
-    if checks.get("skipped"):
-        yield Skip(f"nothing was measured: {checks['skipped']}")
+    checks = graph.checks or ChecksResult()
+    if checks.skipped:
+        yield Skip(f"nothing was measured: {checks.skipped}")
         return
     where = Location(graph.path)
-    reference = checks.get("reference") or {}
+    reference = checks.reference or {}
     if reference.get("degenerate"):
         yield Problem(
             f"drift is not reported: {reference['degenerate']}, so a relative error would "
@@ -103,10 +104,10 @@ def check(graph: ModelGraph, options: dict) -> Iterator[Problem | Note | Skip]:
                 key=f"unmapped:{label}",
             )
     for target in TARGETS:
-        run = (checks.get(target.name) or {}).get("run")
+        run = (checks.of(target.name) or {}).get("run")
         if isinstance(run, dict) and run.get("ok") is not True and run.get("error"):
             yield _unrun(graph, target, run)
-    latency = checks.get("latency") or {}
+    latency = checks.latency or {}
     median, p90 = latency.get("median_ms"), latency.get("p90_ms")
     noisy = (
         median and p90 and p90 / median > options["max_p90_ratio"] and p90 - median >= _JITTER_MS

@@ -34,6 +34,7 @@ from collections.abc import Iterator
 
 from modelgate.finding import Location, Problem
 from modelgate.graph import ModelGraph
+from modelgate.results import ChecksResult
 from modelgate.rule import Skip, not_compressed
 
 ID = "MG105"
@@ -44,14 +45,14 @@ OPTIONS: dict = {}
 
 
 def check(graph: ModelGraph, options: dict) -> Iterator[Problem | Skip]:
-    checks = graph.metadata.get("checks") or {}
-    if not (checks.get("requested") or {}).get("compress"):
+    checks = graph.checks or ChecksResult()
+    if not checks.requested.compress:
         return
     why = not_compressed(checks)
     if why is not None:
         yield Skip(why)
         return
-    for preset, result in (checks.get("compress") or {}).items():
+    for preset, result in (checks.compress or {}).items():
         if not isinstance(result, dict) or result.get("ok") is not False:
             continue
         during = f" while {result['stage']}" if result.get("stage") else ""

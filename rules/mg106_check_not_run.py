@@ -43,10 +43,10 @@ None.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
 
 from modelgate.finding import Location, Problem
 from modelgate.graph import ModelGraph
+from modelgate.results import ChecksResult
 from modelgate.targets import REGISTRY as TARGETS
 
 ID = "MG106"
@@ -72,16 +72,16 @@ def check(graph: ModelGraph, options: dict) -> Iterator[Problem]:
                 f"targets: / --target {target}",
                 f"target:{target}",
             )
-    checks = graph.metadata.get("checks") or {}
-    requested = checks.get("requested") or {}
-    for converter in requested.get("asked") or []:
+    checks = graph.checks or ChecksResult()
+    requested = checks.requested
+    for converter in requested.asked:
         why = _not_converted(graph, checks, converter)
         if why is not None:
             label = _conversion(converter, graph.format)
             yield _problem(
                 graph, label, *why, f"convert: / --convert {converter}", f"convert:{converter}"
             )
-    for preset in requested.get("compress") or []:
+    for preset in requested.compress:
         why = _not_compressed(checks, preset)
         if why is not None:
             yield _problem(
@@ -136,23 +136,13 @@ def _op_check_blocked(graph: ModelGraph, name: str) -> tuple[str, str | None] | 
     return reason, _SAVE
 
 
-def _skip_reason(checks: dict[str, Any]) -> tuple[str, str | None] | None:
-    """Why none of the checks ran (the model cannot be loaded, has no input shapes, ...)."""
-    if not checks.get("skipped"):
-        return None
-    why = checks.get("skipped_why")
-    if isinstance(why, dict) and why.get("reason"):
-        return why["reason"], why.get("fix")
-    return str(checks["skipped"]), None
-
-
 def _not_converted(
-    graph: ModelGraph, checks: dict[str, Any], converter: str
+    graph: ModelGraph, checks: ChecksResult, converter: str
 ) -> tuple[str, str | None] | None:
-    everything = _skip_reason(checks)
+    everything = checks.skip_reason()  # none of the checks ran: loading, input shapes, ...
     if everything is not None:
         return everything
-    result = checks.get(converter)
+    result = checks.of(converter)
     if not isinstance(result, dict):
         return "modelgate did not run it", None
     if result.get("ok") is None:
@@ -160,20 +150,20 @@ def _not_converted(
     return None  # ran: a failure is MG101 / MG102's
 
 
-def _not_compressed(checks: dict[str, Any], preset: str) -> tuple[str, str | None] | None:
-    everything = _skip_reason(checks)
+def _not_compressed(checks: ChecksResult, preset: str) -> tuple[str, str | None] | None:
+    everything = checks.skip_reason()
     if everything is not None:
         return everything
     owner = TARGETS.preset_owner(preset)
     conversion = f"the {owner.conversion}" if owner else "the conversion"
-    converted = checks.get(owner.name) if owner else None
+    converted = checks.of(owner.name) if owner else None
     if not isinstance(converted, dict):
         return f"{conversion} it compresses did not run", None
     if converted.get("ok") is None:
         return str(converted.get("skipped") or f"{conversion} did not run"), None
     if converted.get("ok") is False:
         return None  # the conversion's failure is the finding (MG101)
-    result = (checks.get("compress") or {}).get(preset)
+    result = checks.preset(preset)
     if not isinstance(result, dict):
         return "modelgate did not run it", None
     if result.get("ok") is None and "earlier step failed" not in str(result.get("skipped")):

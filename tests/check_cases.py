@@ -1,8 +1,8 @@
 """What the checks and the budget write onto a graph, built in memory for the rule tables.
 
-The rules MG101-MG106 read ``graph.metadata["checks"]`` (written by
+The rules MG101-MG107 read ``graph.checks`` (written by
 :mod:`modelgate.checks.pipeline`: ``_run`` and ``_record``), MG301-MG304 read
-``graph.metadata["budget"]`` (:func:`modelgate.budget.evaluate`'s entries, put on a view of the
+``graph.budget`` (:func:`modelgate.budget.evaluate`'s entries, put on a view of the
 model by :func:`modelgate.budget.apply_model`). The shapes and the texts here are copied from
 real runs (``modelgate check ... --convert coreml --convert onnx --compress ... --format json``)
 of the models in ``tests/torchmodels.py`` (Compressible, TwoUnsupported, CumProd, Constant), a
@@ -19,6 +19,7 @@ import rule_cases as rc
 from modelgate.finding import SourceLocation
 from modelgate.graph import ModelGraph
 from modelgate.limits import METRICS
+from modelgate.results import BudgetEntry, BudgetResult, ChecksResult
 
 SOURCE = "tests/torchmodels.py"
 DEVICE = "this machine's CPU: AMD EPYC"
@@ -140,12 +141,12 @@ def onnx_file(*ops: Any) -> ModelGraph:
 
 
 def with_checks(graph: ModelGraph, checks: dict[str, Any]) -> ModelGraph:
-    graph.metadata["checks"] = checks
+    graph.checks = ChecksResult.from_dict(checks)
     return graph
 
 
 # ---------------------------------------------------------------------------------------------
-# graph.metadata["checks"]
+# graph.checks
 # ---------------------------------------------------------------------------------------------
 
 
@@ -363,7 +364,7 @@ def reference(**extra: Any) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------------------------------
-# graph.metadata["budget"]
+# graph.budget
 # ---------------------------------------------------------------------------------------------
 
 
@@ -385,7 +386,5 @@ def budget_view(*entries: tuple[str, dict[str, Any]], baseline: str | None = Non
     """The view budget.apply_model judges: the model's path and format, the evaluation
     (:func:`entry`'s, in the config's order) and the baseline's name when there is one."""
     g = ModelGraph(rc.PATH, format="torch_export")
-    g.metadata["budget"] = dict(entries)
-    if baseline is not None:
-        g.metadata["baseline_name"] = baseline
+    g.budget = BudgetResult({k: BudgetEntry.from_dict(e) for k, e in entries}, baseline)
     return g

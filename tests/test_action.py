@@ -407,7 +407,7 @@ def test_json_reports_round_trip_finding_identities() -> None:
         key="head",
     )  # fmt: skip
     report = Report([ModelReport("m.pt", "state-dict", findings=[finding])])
-    back = action.report_from_dict(json.loads(render(report, "json")))
+    back = Report.from_dict(json.loads(render(report, "json")))
     (again,) = back.models[0].findings
     assert again.key == "head" and again.identity == finding.identity == "MG001:head"
     assert again.location == finding.location and again.extra == {}

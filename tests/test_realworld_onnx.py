@@ -17,6 +17,7 @@ from modelgate import budget, engine, onnx_support
 from modelgate import config as cfg
 from modelgate.finding import severity_rank
 from modelgate.report import Report
+from modelgate.results import ChecksResult
 
 OPSET = 17
 F = TensorProto.FLOAT
@@ -399,7 +400,7 @@ def test_a_session_that_was_created_drops_the_onnx_prediction(
 
     graph = load(str(_if_model(tmp_path / "if.onnx", "Frobnicate")))
     if session is not None:
-        graph.metadata["checks"] = {"onnx": {"ok": session}}
+        graph.checks = ChecksResult.from_dict({"onnx": {"ok": session}})
     items = _mg003(graph, ["onnx"])
     if session:
         assert items == [Note(

@@ -25,6 +25,7 @@ from modelgate import config as cfg  # noqa: E402
 from modelgate import engine, loaders, opsupport  # noqa: E402
 from modelgate.finding import Location  # noqa: E402
 from modelgate.graph import ModelGraph, Op  # noqa: E402
+from modelgate.results import ChecksResult  # noqa: E402
 from modelgate.rule import Note  # noqa: E402
 from modelgate.rules import mg003_unsupported_op as mg003  # noqa: E402
 
@@ -214,7 +215,7 @@ def test_a_conversion_that_succeeded_drops_the_prediction(files, monkeypatch) ->
 def _graph(checks: dict) -> ModelGraph:
     graph = ModelGraph("m.pt", format="torchscript", has_graph=True)
     graph.ops = [Op("aten::kthvalue#3", "aten::kthvalue", module="head")]
-    graph.metadata["checks"] = checks
+    graph.checks = ChecksResult.from_dict(checks)
     return graph
 
 

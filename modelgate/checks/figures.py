@@ -1,7 +1,7 @@
 """The report's figures from a model's check results: size, latency and drift, with what
 each measured and why a figure is missing.
 
-Reads ``graph.metadata["checks"]`` as :mod:`pipeline` wrote it; which target measured what
+Reads ``graph.checks`` as :mod:`pipeline` wrote it; which target measured what
 comes from the targets' declarations (``targets/``), so this module names none.
 """
 
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from modelgate.results import ChecksResult
 from modelgate.targets import REGISTRY as TARGETS
 
 RUNS_MODEL = ("latency_ms", "drift")  # budgeted figures only a run of the model gives
@@ -45,12 +46,12 @@ def _drift_detail(drift: dict[str, Any], of: str) -> dict[str, Any]:
     return out
 
 
-def summarize(checks: dict[str, Any], static: dict[str, Any]) -> dict[str, Any]:
+def summarize(checks: ChecksResult, static: dict[str, Any]) -> dict[str, Any]:
     """The report's figures from the checks: ``size_mb``, ``latency_ms`` and ``drift`` (what
     the budget judges) with what each measured, and the detail behind them."""
     out: dict[str, Any] = {}
     not_measured: dict[str, str] = {}
-    graph = checks.get("graph") or {}
+    graph = checks.graph or {}
     for key in STATIC:
         if graph.get(key) is not None:
             out[key] = graph[key]
@@ -58,7 +59,7 @@ def summarize(checks: dict[str, Any], static: dict[str, Any]) -> dict[str, Any]:
             not_measured[key] = graph["why"]
     conversions: dict[str, Any] = {}
     for target in TARGETS.names():
-        result = checks.get(target)
+        result = checks.of(target)
         if result is None:
             continue
         entry = {k: v for k, v in result.items() if k not in ("bytes", "drift", "detail")}
@@ -71,7 +72,7 @@ def summarize(checks: dict[str, Any], static: dict[str, Any]) -> dict[str, Any]:
     if conversions:
         out["conversions"] = conversions
     compression: dict[str, Any] = {}
-    for preset, result in (checks.get("compress") or {}).items():
+    for preset, result in (checks.compress or {}).items():
         owner = TARGETS.preset_owner(preset)
         converted_mb = conversions.get(owner.name, {}).get("size_mb") if owner else None
         entry = {
@@ -97,8 +98,7 @@ def summarize(checks: dict[str, Any], static: dict[str, Any]) -> dict[str, Any]:
         compression[preset] = entry
     if compression:
         out["compression"] = compression
-    requested = (checks.get("requested") or {}).get("compress") or []
-    primary = requested[0] if requested else None
+    primary = checks.requested.compress[0] if checks.requested.compress else None
     sized = [(t.label, conversions[t.name]["size_mb"]) for t in TARGETS
              if conversions.get(t.name, {}).get("size_mb") is not None]  # fmt: skip
     if primary and compression.get(primary, {}).get("size_mb") is not None:
@@ -108,26 +108,26 @@ def summarize(checks: dict[str, Any], static: dict[str, Any]) -> dict[str, Any]:
     else:
         out["size_from"] = "file"
     _drift_figures(checks, primary, out, not_measured)
-    latency = checks.get("latency")
+    latency = checks.latency
     if isinstance(latency, dict) and "median_ms" in latency:
         out["latency_ms"] = latency["median_ms"]
-        out["latency"] = {**latency, "device": (checks.get("measure") or {}).get("device")}
+        out["latency"] = {**latency, "device": (checks.measure or {}).get("device")}
     elif isinstance(latency, dict) and latency.get("error"):
         not_measured["latency_ms"] = f"timing failed: {latency['error']}"
     for target in TARGETS:
-        run = (checks.get(target.name) or {}).get("run") or {}
+        run = (checks.of(target.name) or {}).get("run") or {}
         if run.get("ok") is not True and run.get("error"):
             not_measured.setdefault(
                 "latency_ms", f"not measured: {target.runtime} did not run it: {run['error']}"
             )
-    if checks.get("skipped"):
+    if checks.skipped:
         for key in RUNS_MODEL:
-            not_measured.setdefault(key, f"not measured: {checks['skipped']}")
+            not_measured.setdefault(key, f"not measured: {checks.skipped}")
     declared = [i.get("shape") for i in static.get("inputs") or []]
-    if checks.get("inputs") and declared != [i["shape"] for i in checks["inputs"]]:
-        out["measured_inputs"] = checks["inputs"]  # symbolic dims filled in
-    requested = checks.get("requested") or {}
-    for key in RUNS_MODEL if requested.get("convert") or requested.get("compress") else ():
+    if checks.inputs and declared != [i["shape"] for i in checks.inputs]:
+        out["measured_inputs"] = checks.inputs  # symbolic dims filled in
+    requested = checks.requested
+    for key in RUNS_MODEL if requested.convert or requested.compress else ():
         if key not in out and key not in not_measured:
             not_measured[key] = _unmeasured_reason(key, checks)
     out["not_measured"] = {k: v for k, v in not_measured.items() if out.get(k) is None}
@@ -137,14 +137,14 @@ def summarize(checks: dict[str, Any], static: dict[str, Any]) -> dict[str, Any]:
 
 
 def _drift_figures(
-    checks: dict[str, Any], primary: str | None, out: dict[str, Any], not_measured: dict
+    checks: ChecksResult, primary: str | None, out: dict[str, Any], not_measured: dict
 ) -> None:
     """``drift``: of the compressed model when compression ran, else of the first target's
     conversion (in registry order); None (with the reason) when it means nothing."""
     candidates = []
     if primary:
-        candidates.append(((checks.get("compress") or {}).get(primary, {}), _of(primary)))
-    candidates += [(checks.get(t.name) or {}, t.drift_of) for t in TARGETS]
+        candidates.append((checks.preset(primary) or {}, _of(primary)))
+    candidates += [(checks.of(t.name) or {}, t.drift_of) for t in TARGETS]
     for holder, of in candidates:
         drift = holder.get("drift")
         if not isinstance(drift, dict):
@@ -160,10 +160,9 @@ def _drift_figures(
         return
 
 
-def _unmeasured_reason(key: str, checks: dict[str, Any]) -> str:
+def _unmeasured_reason(key: str, checks: ChecksResult) -> str:
     if key == "drift":
-        requested = checks.get("requested") or {}
-        if not requested.get("convert") and not requested.get("compress"):
+        if not checks.requested.convert and not checks.requested.compress:
             return "not measured: nothing was converted or compressed (--convert, --compress)"
         return "not measured: the conversion or compression did not finish"
     return "not measured: the model was not run (measure.latency: false, or a step failed)"

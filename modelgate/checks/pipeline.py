@@ -2,10 +2,11 @@
 
 Runs in the process that checks the model (a worker of :mod:`modelgate.parallel`), after
 the loader and before the rules. What a step does is its target's (``targets/``); this module
-names none. Results go to ``graph.metadata["checks"]``, normalised so that the rules
-(MG101-MG107) and :mod:`figures` read one shape whatever happened: per target
-``{"ok": True | False | None, ...}`` (None: not run, with ``skipped``), per preset the same, a
-failure's ``error``, ``kind`` (error, crash, timeout, memory) and ``stage``.
+names none. Results go to ``graph.checks`` (a :class:`~modelgate.results.ChecksResult`),
+normalised so that the rules (MG101-MG107) and :mod:`figures` read one shape whatever
+happened: per target ``{"ok": True | False | None, ...}`` (None: not run, with ``skipped``),
+per preset the same, a failure's ``error``, ``kind`` (error, crash, timeout, memory) and
+``stage``.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from modelgate.checks import graphstats
 from modelgate.checks.figures import RUNS_MODEL
 from modelgate.checks.settings import CheckSettings
 from modelgate.graph import ModelGraph
+from modelgate.results import ChecksResult, Requested
 from modelgate.targets import REGISTRY as TARGETS
 
 MARGIN = 5.0  # seconds of the model's time limit kept for the rules and the report
@@ -111,27 +113,28 @@ def file_specs(graph: ModelGraph) -> list[tuple[str, tuple[int, ...], str]]:
 
 
 def run(graph: ModelGraph, config: Any, display: str, started: float | None = None) -> None:
-    """Run what the config asks for on ``graph``'s model; results in graph.metadata["checks"].
+    """Run what the config asks for on ``graph``'s model; results in ``graph.checks``.
     A bug here is reported as the checks' reason for not running, not as an unreadable model."""
     try:
         _run(graph, config, display, started)
     except Exception as exc:
-        checks = graph.metadata.setdefault("checks", {})
-        checks["skipped"] = f"internal error in modelgate's checks: {type(exc).__name__}: {exc}"
+        if graph.checks is None:
+            graph.checks = ChecksResult()
+        graph.checks.skipped = f"internal error in modelgate's checks: {type(exc).__name__}: {exc}"
 
 
 def _run(graph: ModelGraph, config: Any, display: str, started: float | None) -> None:
     settings: CheckSettings = config.checks
     started = time.monotonic() if started is None else started
-    checks: dict[str, Any] = {
-        "requested": {
-            "convert": list(settings.converters),  # with Core ML when a preset implies it
-            "compress": list(settings.compress),
-            "asked": list(settings.convert),  # what convert: / --convert named
-        },
-    }
-    graph.metadata["checks"] = checks
-    checks["graph"] = graphstats.stats(graph)
+    checks = ChecksResult(
+        Requested(
+            convert=list(settings.converters),  # with the target a preset implies
+            compress=list(settings.compress),
+            asked=list(settings.convert),  # what convert: / --convert named
+        )
+    )
+    graph.checks = checks
+    checks.graph = graphstats.stats(graph)
     if not _needs_run(config):
         return
     why = blocked(graph)
@@ -142,31 +145,32 @@ def _run(graph: ModelGraph, config: Any, display: str, started: float | None) ->
         if why is None and no_shapes is not None:
             why = (no_shapes, HOW_TO_SHAPE)
     if why is not None:
-        reason, fix = why
-        checks["skipped"] = f"{reason}: {fix}" if fix else reason
-        checks["skipped_why"] = {"reason": reason, "fix": fix}
+        checks.skip(*why)
         return
-    checks["inputs"] = [{"name": n, "shape": list(s), "dtype": d} for n, s, d in specs]
+    checks.inputs = [{"name": n, "shape": list(s), "dtype": d} for n, s, d in specs]
     measure_settings = settings.measure
     jobs = _plan(graph, settings, specs, config)
     for target, job, skipped in jobs:
         if skipped:
-            checks[target] = {"ok": None, "skipped": skipped}
+            checks.targets[target] = {"ok": None, "skipped": skipped}
             continue
         missing = _preload(target, job)
         if missing:
-            checks[target] = {
+            checks.targets[target] = {
                 "ok": None,
                 "skipped": f"{missing} is not installed: {_install(missing, target)}",
             }
             continue
         left = config.timeout - (time.monotonic() - started) - MARGIN
         if left < 1:
-            checks[target] = {"ok": None, "skipped": "not run: the model's time limit was used up"}
+            checks.targets[target] = {
+                "ok": None,
+                "skipped": "not run: the model's time limit was used up",
+            }
             continue
         limit = min(settings.isolation.timeout or left, left)
         _record(checks, target, job, _execute(job, limit, settings, display))
-    checks["measure"] = {
+    checks.measure = {
         "samples": measure_settings.samples,
         "seed": measure_settings.seed,
         "threads": measure_settings.threads,
@@ -296,7 +300,7 @@ def _progress(display: str) -> Any:
     return show
 
 
-def _record(checks: dict[str, Any], target: str, job: Any, outcome: Any) -> None:
+def _record(checks: ChecksResult, target: str, job: Any, outcome: Any) -> None:
     """Fold a step's outcome into the normalised results, the failure where it happened."""
     results = dict(outcome.results)
     failure = outcome.failure
@@ -312,7 +316,7 @@ def _record(checks: dict[str, Any], target: str, job: Any, outcome: Any) -> None
         }
     load = results.get("load")
     if load is not None and not load.get("ok", True):
-        checks[target] = {
+        checks.targets[target] = {
             "ok": False,
             "error": f"torch could not load the model: {load['error']}",
             "kind": "error",
@@ -321,18 +325,18 @@ def _record(checks: dict[str, Any], target: str, job: Any, outcome: Any) -> None
         return
     reference = results.get("reference")
     if reference is not None:
-        checks["reference"] = reference
+        checks.reference = reference
     if "latency" in results:
-        checks["latency"] = results["latency"]
+        checks.latency = results["latency"]
     if failure is not None and failed_at in ("load", "latency"):
-        checks[target] = failure_info  # before the conversion started: it did not happen
+        checks.targets[target] = failure_info  # before the conversion started: it did not happen
         return
     if target == "torch":
         return
     own = results.get(target)
     if own is None:
         own = failure_info if failure is not None else {"ok": False, "error": "no result"}
-    checks[target] = own
+    checks.targets[target] = own
     if f"{target}_drift" in results:
         own["drift"] = results[f"{target}_drift"]
     elif failure is not None and failed_at == f"{target}_drift":
@@ -365,7 +369,7 @@ def _record(checks: dict[str, Any], target: str, job: Any, outcome: Any) -> None
                 if ended or failure is not None
                 else "not run",
             }
-    checks["compress"] = presets
+    checks.compress = presets
 
 
 def cpu_name() -> str:

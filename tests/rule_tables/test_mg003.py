@@ -13,6 +13,7 @@ import pytest
 import rule_cases as rc
 
 from modelgate import opsupport
+from modelgate.results import ChecksResult
 
 CT = opsupport.load().coreml_version  # "9.0": coremltools' registry the verdicts come from
 TORCH = opsupport.load().torch_version  # "2.13.0": torch.onnx's function registry
@@ -99,7 +100,7 @@ def onnx_custom_and_new_ops() -> rc.ModelGraph:
 
 def checked(g: rc.ModelGraph, **results: dict) -> rc.ModelGraph:
     """``g`` after ``--convert``: the pipeline stores each target's outcome before rules run."""
-    g.metadata["checks"] = results
+    g.checks = ChecksResult.from_dict(results)
     return g
 
 
