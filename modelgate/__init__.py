@@ -3,3 +3,6 @@
 from __future__ import annotations
 
 __version__ = "0.1.0"
+
+# the documented exit codes of `modelgate check` and the Action (README, "Exit codes")
+EXIT_PASS, EXIT_FAIL, EXIT_USAGE = 0, 1, 2

@@ -23,6 +23,7 @@ import sys
 import tempfile
 from collections.abc import Sequence
 
+from modelgate import EXIT_FAIL, EXIT_PASS, EXIT_USAGE
 from modelgate.action_git import (
     base_paths,
     base_ref,
@@ -48,10 +49,10 @@ from modelgate.action_outputs import (
     write_file,
     write_outputs,
 )
-from modelgate.cli import EXIT_FAIL, EXIT_PASS, EXIT_USAGE, under_actions
 from modelgate.finding import SEVERITIES
 from modelgate.options import Options
 from modelgate.report import Report
+from modelgate.reporters import under_actions
 
 __all__ = [  # the entry point, and what callers and tests reach through it
     "ActionError", "base_ref", "combine", "export_baselines", "main", "parse_shard",

@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import sys
 
-from modelgate.cli import under_actions
+from modelgate.reporters import under_actions
 
 
 def default_output_dir() -> str:

@@ -134,7 +134,7 @@ def apply(report: Report, config: Any) -> None:
 
 
 def apply_model(model: ModelReport, config: Any) -> None:
-    from modelgate import engine
+    from modelgate import lint
     from modelgate.graph import ModelGraph
 
     model.findings = [f for f in model.findings if f.rule not in BUDGET_RULES]
@@ -150,7 +150,7 @@ def apply_model(model: ModelReport, config: Any) -> None:
     if isinstance(base, dict) and base.get("path"):
         ref = base.get("ref")
         view.budget.baseline = f"{base['path']} at {ref}" if ref else base["path"]
-    outcome = engine.run_rules(view, config, model.path, needs="budget")
+    outcome = lint.run_rules(view, config, model.path, needs="budget")
     model.findings.extend(outcome.findings)
     for rid, why in outcome.skipped.items():
         model.skipped[rid] = why

@@ -14,14 +14,14 @@ import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from modelgate import __version__
+from modelgate import EXIT_FAIL, EXIT_PASS, EXIT_USAGE, __version__
 from modelgate.targets import REGISTRY as TARGETS
 
 if TYPE_CHECKING:
     from modelgate.checks.settings import CheckSettings
     from modelgate.options import Options
 
-EXIT_PASS, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
+__all__ = ["EXIT_FAIL", "EXIT_PASS", "EXIT_USAGE", "entry", "main"]
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -182,11 +182,6 @@ def _schema() -> int:
     return EXIT_PASS
 
 
-def under_actions() -> bool:
-    """GitHub Actions sets GITHUB_ACTIONS=true; then annotations are the default output."""
-    return os.environ.get("GITHUB_ACTIONS") == "true"
-
-
 def _positive(kind: type) -> object:
     def parse(text: str) -> object:
         try:
@@ -241,7 +236,7 @@ def _check(args: argparse.Namespace) -> int:
     from modelgate import discover, driver, options
     from modelgate.config import ConfigError
     from modelgate.registry import UnknownRule
-    from modelgate.reporters import render
+    from modelgate.reporters import render, under_actions
 
     opts = _options(args)
     try:
@@ -312,6 +307,8 @@ def guard_workflow_commands(text: str) -> str:
     quotes names from the model file, which a hostile model can fill with newlines and
     commands: wrap it as the github format wraps its full report. JSON and SARIF escape
     newlines in strings, so no line of theirs can start a command."""
+    from modelgate.reporters import under_actions
+
     if not under_actions():
         return text
     from modelgate.reporters.github import verbatim

@@ -221,3 +221,12 @@ def summary(found: Discovery, models: list[Any]) -> str | None:
         shown = "; ".join(f"{', '.join(names)} ({why})" for why, names in by_reason.items())
         text += f", {len(found.skipped)} skipped: {shown}"
     return text
+
+
+def display_path(path: str) -> str:
+    """Relative to the working directory when inside it (what annotations and globs use)."""
+    absolute = os.path.abspath(path)
+    cwd = os.getcwd()
+    if absolute.startswith(cwd + os.sep):
+        return os.path.relpath(absolute, cwd).replace(os.sep, "/")
+    return path

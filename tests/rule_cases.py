@@ -1,9 +1,9 @@
 """A harness that runs ONE rule on a :class:`~modelgate.graph.ModelGraph` built in memory.
 
 Each rule's table of cases (``tests/rule_tables/test_mgNNN.py``) builds small graphs with the
-helpers here and states the exact findings: no files, no worker processes, no torch. The
-engine's own ``run_rules`` runs the rule (``only=``), so options, severities and stamping are
-the real ones.
+helpers here and states the exact findings: no files, no worker processes, no torch.
+``lint.run_rules``, what the engine runs, runs the rule (``only=``), so options, severities
+and stamping are the real ones.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from modelgate import config as cfg
-from modelgate import engine
+from modelgate import lint
 from modelgate.finding import Location, SourceLocation
 from modelgate.graph import Layer, ModelGraph, Op, TensorInfo, ValueInfo
 
@@ -33,7 +33,7 @@ class Result:
 
 def run(rule: str, graph: ModelGraph, **conf: Any) -> Result:
     """Run rule ``rule`` (an id) on ``graph`` with the config ``conf`` (as in modelgate.yaml)."""
-    outcome = engine.run_rules(graph, cfg.from_dict(conf), graph.path, only=rule)
+    outcome = lint.run_rules(graph, cfg.from_dict(conf), graph.path, only=rule)
     out = Result(skipped=outcome.skipped.get(rule), notes=outcome.notes)
     for f in outcome.findings:
         out.findings.append((f.severity, f.location.describe(), f.key or "", f.message))

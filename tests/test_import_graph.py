@@ -118,6 +118,7 @@ def test_rules_import_no_stage() -> None:
     stages = {
         "modelgate.engine", "modelgate.driver", "modelgate.parallel", "modelgate.budget",
         "modelgate.baseline", "modelgate.cli", "modelgate.action", "modelgate.loaders",
+        "modelgate.lint",
         "modelgate.checks",
     }  # fmt: skip
     stages |= {name for name in known if name.startswith("modelgate.checks.")}
@@ -130,3 +131,34 @@ def test_rules_import_no_stage() -> None:
         imported = _imports(name, known[name], known)
         assert not (imported & stages), name
         assert not (imported & rules), name
+
+
+# the one way through, top to bottom (cli and the Action are the two doors in; the Action
+# shares the CLI's check): a module never imports one above it, at any depth
+_CHAIN = [
+    "modelgate.cli", "modelgate.action", "modelgate.options", "modelgate.driver",
+    "modelgate.parallel", "modelgate.engine", "modelgate.checks.pipeline",
+    "modelgate.baseline",  # judges the base version with the budget, so above it
+    "modelgate.budget", "modelgate.verdict", "modelgate.reporters", "modelgate.lint",
+    "modelgate.report",
+]  # fmt: skip
+
+
+def _reach(graph: dict[str, set[str]], start: str) -> set[str]:
+    seen: set[str] = set()
+    stack = [start]
+    while stack:
+        for nxt in graph.get(stack.pop(), ()):
+            if nxt not in seen:
+                seen.add(nxt)
+                stack.append(nxt)
+    return seen
+
+
+def test_nothing_imports_a_stage_above_it() -> None:
+    known = _modules()
+    graph = {name: _imports(name, path, known) for name, path in known.items()}
+    assert "modelgate.lint" in _reach(graph, "modelgate.budget")  # the walk sees edges
+    for index, name in enumerate(_CHAIN):
+        above = set(_CHAIN[:index])
+        assert not (_reach(graph, name) & above), (name, sorted(_reach(graph, name) & above))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from importlib import import_module
 
@@ -15,6 +16,11 @@ FORMATS = {
     "sarif": "modelgate.reporters.sarif",
     "markdown": "modelgate.reporters.markdown",
 }
+
+
+def under_actions() -> bool:
+    """GitHub Actions sets GITHUB_ACTIONS=true; then annotations are the default output."""
+    return os.environ.get("GITHUB_ACTIONS") == "true"
 
 
 def renderer(fmt: str) -> Callable[..., str]:
