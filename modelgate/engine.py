@@ -101,9 +101,9 @@ def check_file(path: str, config: Config, cli_inputs: tuple[InputSpec, ...] = ()
     if graph.infer_shapes is not None:
         graph.infer_shapes()
         graph.infer_shapes = None  # drops the loaded module
-    from modelgate.checks import pipeline
+    from modelgate.checks import pipeline, plan
 
-    if pipeline.wanted(config):  # conversion, compression, measurements: child processes
+    if plan.wanted(config):  # conversion, compression, measurements: child processes
         pipeline.run(graph, config, display, started)
     return graph_report(graph, config, display)
 

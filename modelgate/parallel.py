@@ -175,9 +175,9 @@ def _warm(config: Config) -> None:
     """Import what the configured conversions need once, here, before the workers fork: N
     workers then share one import of torch and coremltools (seconds each) instead of paying
     it N times over on the same cores. Only imports; no model code or compute runs here."""
-    from modelgate.checks import isolate, pipeline
+    from modelgate.checks import isolate, plan
 
-    modules = pipeline.modules_for(config.checks)
+    modules = plan.modules_for(config.checks)
     if modules:
         isolate.preload(dict.fromkeys(modules))
 

@@ -180,7 +180,7 @@ def checks(convert=(), compress=(), *, asked=None, **results: Any) -> dict[str, 
 def not_checked(
     reason: str, fix: str | None = None, convert=(), compress=(), *, asked=None
 ) -> dict[str, Any]:
-    """The checks of a model nothing could be run on (pipeline.blocked, or no input shapes)."""
+    """The checks of a model nothing could be run on (plan.blocked, or no input shapes)."""
     return {
         "requested": requested(convert, compress, asked),
         "graph": {

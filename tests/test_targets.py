@@ -144,7 +144,7 @@ _NEUTRAL = [
     "modelgate/budget.py", "modelgate/baseline.py", "modelgate/verdict.py",
     "modelgate/report.py", "modelgate/options.py", "modelgate/config.py", "modelgate/cli.py",
     "modelgate/rule.py", "modelgate/conversion_findings.py",
-    "modelgate/checks/pipeline.py", "modelgate/checks/figures.py",
+    "modelgate/checks/pipeline.py", "modelgate/checks/plan.py", "modelgate/checks/figures.py",
     "modelgate/checks/steps.py", "modelgate/checks/settings.py",
 ]  # fmt: skip
 _NEUTRAL += sorted(str(p.relative_to(ROOT)) for p in (ROOT / "rules").glob("mg*.py"))
