@@ -109,6 +109,9 @@ def _parser() -> argparse.ArgumentParser:
     )  # fmt: skip
 
     sub.add_parser("rules", help="list the rules")
+    sub.add_parser(
+        "targets", help="list the deployment targets and whether their toolchain is installed"
+    )
     rule = sub.add_parser("rule", help="print a rule's documentation")
     rule.add_argument("rule", metavar="RULE", help="rule id or name, e.g. MG001")
     sub.add_parser("schema", help="print the config JSON Schema")
@@ -143,6 +146,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     if args.command == "rules":
         return _rules()
+    if args.command == "targets":
+        return _targets()
     if args.command == "rule":
         return _rule(args.rule)
     if args.command == "schema":
@@ -157,6 +162,20 @@ def _rules() -> int:
     for module in REGISTRY:
         summary = documentation(module).splitlines()[0]
         print(f"{module.ID}  {module.NAME:<26} {module.SEVERITY:<8} {summary}")
+    return EXIT_PASS
+
+
+def _targets() -> int:
+    """One line per target: name, label, whether its packages are installed (and how to get
+    them), whether MG003 checks it by default, its compression presets."""
+    import importlib.util
+
+    for target in TARGETS:
+        missing = [p for p in target.requires if importlib.util.find_spec(p) is None]
+        state = "installed" if not missing else f"needs {', '.join(missing)}: {target.install}"
+        default = "default" if target.default else "opt-in"
+        presets = f"; compress: {', '.join(target.presets)}" if target.presets else ""
+        print(f"{target.name:<10} {target.label:<10} {default:<8} {state}{presets}")
     return EXIT_PASS
 
 

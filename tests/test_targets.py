@@ -188,3 +188,16 @@ def test_the_name_check_sees_a_target_named() -> None:
     assert helpers == {"modelgate.checks.coreml", "modelgate.checks.compress",
                        "modelgate.checks.weightmap"}  # fmt: skip
     assert "modelgate.onnx_support" in _named(ROOT / "targets/onnx.py")[1]
+
+
+def test_modelgate_targets_lists_each_with_what_it_needs(toy, run_cli) -> None:
+    missing = REGISTRY.register(_module(NAME="fake", REQUIRES=("no_such_package_mg",)))
+    try:
+        code, out, _ = run_cli("targets")
+    finally:
+        REGISTRY.unregister(missing.name)
+    lines = {line.split()[0]: line for line in out.splitlines()}
+    assert code == 0 and list(lines) == ["coreml", "onnx", "toy", "fake"]
+    assert "default" in lines["coreml"] and "compress: palettize-8" in lines["coreml"]
+    assert lines["toy"].split()[2] == "opt-in"
+    assert lines["fake"].endswith("needs no_such_package_mg: pip install 'modelgate-lint[fake]'")
