@@ -82,8 +82,51 @@ def run_many(cases: list[tuple[str, str, str]]) -> list[dict]:
         [sys.executable, __file__, "--serve"],
         input=json.dumps(cases), capture_output=True, text=True, timeout=900,
     )  # fmt: skip
+    return _parse(proc)
+
+
+def _parse(proc) -> list[dict]:  # type: ignore[no-untyped-def]
     assert proc.returncode == 0, proc.stderr[-2000:]
     return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+# Cases submitted ahead (a module's start_background) share one server run in the background
+# (tests/background.py): one import of torch and the converters for every module's cases.
+_batch: list[list[str]] = []  # the cases of the shared run not started yet
+_runs = 0
+_submitted: dict[str, tuple[str, list[list[str]], int, int]] = {}  # key -> job, cases, slice
+
+
+def _job() -> str:
+    return f"convert_probe.{_runs}"
+
+
+def submit(key: str, cases: list[tuple[str, str, str]]) -> None:
+    """Queue ``cases`` for a server run in the background; :func:`results` reads them."""
+    global _batch, _runs
+    import background
+
+    join = bool(_batch) and background.is_pending(_job())  # a shared run not started yet
+    if not join:
+        _runs += 1
+        _batch = []
+    start = len(_batch)
+    _batch.extend([list(c) for c in cases])
+    _submitted[key] = (_job(), _batch, start, len(_batch))
+    if not join:  # the cases are read when the run starts: maybe at once, maybe later
+        batch, command = _batch, [sys.executable, __file__, "--serve"]
+        background.add(_job(), lambda: [background.Command(command, input=json.dumps(batch))])
+
+
+def results(key: str, cases: list[tuple[str, str, str]]) -> list[dict]:
+    """:func:`run_many` of ``cases``, from the background run they were submitted to if so."""
+    import background
+
+    job, batch, start, end = _submitted.get(key, ("", [], 0, 0))
+    if batch[start:end] != [list(c) for c in cases]:  # not submitted (or not these): run now
+        return run_many(cases)
+    (proc,) = background.run(job, [])
+    return _parse(proc)[start:end]
 
 
 def serve(cases: list[list[str]], width: int = 2) -> list[dict]:

@@ -297,19 +297,34 @@ class Outcome:
         return not (self.crashes or self.hangs or self.wrong_exit or self.payload_ran)
 
 
+def command(chunk: list[Case], jobs: int = 2, timeout: float = 30,
+            cwd: Path | None = None) -> tuple[list[str], float, Path | None]:  # fmt: skip
+    """(argv, the whole batch's time limit: a backstop, cwd) of one batch's run."""
+    limit = timeout * len(chunk) / max(1, jobs) + 120
+    return ([sys.executable, "-m", "modelgate", "check", "--format", "json", "-j", str(jobs),
+             "--timeout", str(timeout), *(str(c.path) for c in chunk)], limit, cwd)  # fmt: skip
+
+
 def run(cases: list[Case], marker: Path, jobs: int = 2, timeout: float = 30,
-        batch: int = 400, cwd: Path | None = None) -> Outcome:  # fmt: skip
-    """``modelgate check`` over the cases in batches (one process each), judged per model."""
+        batch: int = 400, cwd: Path | None = None,
+        background: str | None = None) -> Outcome:  # fmt: skip
+    """``modelgate check`` over the cases in batches (one process each), judged per model.
+    ``background``: the name of the tests' background job (tests/background.py) that runs a
+    single batch; waited for here (or started) instead of running it now."""
     outcome = Outcome()
     for start in range(0, len(cases), batch):
         chunk = cases[start : start + batch]
-        limit = timeout * len(chunk) / max(1, jobs) + 120  # the whole batch: a backstop
+        args, limit, where = command(chunk, jobs, timeout, cwd)
         try:
-            done = subprocess.run(
-                [sys.executable, "-m", "modelgate", "check", "--format", "json", "-j", str(jobs),
-                 "--timeout", str(timeout), *(str(c.path) for c in chunk)],
-                capture_output=True, text=True, timeout=limit, cwd=cwd,
-            )  # fmt: skip
+            if background is not None and len(cases) <= batch:
+                import background as jobs_ahead
+
+                job = jobs_ahead.Command(args, cwd=where, timeout=limit)
+                (done,) = jobs_ahead.run(background, [job])
+            else:
+                done = subprocess.run(
+                    args, capture_output=True, text=True, timeout=limit, cwd=where
+                )
         except subprocess.TimeoutExpired:
             outcome.hangs.extend(f"{c.name}: batch timed out" for c in chunk)
             continue

@@ -14,6 +14,7 @@ import sys
 import textwrap
 from pathlib import Path
 
+import background
 import pytest
 
 from modelgate import action, repo
@@ -78,18 +79,44 @@ def git(cwd: Path, *args: str) -> str:
     return done.stdout
 
 
-def export(machine: Path, jobs: list[tuple[int, Path, Path | None]]) -> None:
+def export(machine: Path, jobs: list[tuple[int, Path, Path | None]], job: str = "") -> None:
     """For each (pool, .pt2, state dict): write net.py with that ``pool`` on the exporting
-    machine and export it from there."""
+    machine and export it from there. ``job``: the background job (tests/background.py) that
+    runs it, if started ahead."""
+    done = background.run(job, [_export_run(machine, jobs)])[0] if job else None
+    if done is None:
+        command = _export_run(machine, jobs)
+        done = subprocess.run(command.args, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+
+
+def _export_run(machine: Path, jobs: list[tuple[int, Path, Path | None]]) -> background.Command:
     machine.mkdir(parents=True, exist_ok=True)
     spec = [(NET_PY.format(pool=pool), str(pt2), str(sd) if sd else "") for pool, pt2, sd in jobs]
-    done = subprocess.run(
-        [sys.executable, "-c", EXPORT, str(machine), json.dumps(spec)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert done.returncode == 0, done.stderr
+    return background.Command([sys.executable, "-c", EXPORT, str(machine), json.dumps(spec)])
+
+
+def start_background(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Start :func:`pull_request`'s export (a torch import) in the background at the start of
+    the session (tests/background.py); the fixture waits for it."""
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        return
+    tmp = _AHEAD["pr"] = tmp_path_factory.mktemp("pr")
+    background.add(EXPORT_RUN, [_export_run(*_pr_exports(tmp))])
+
+
+_AHEAD: dict[str, Path] = {}
+EXPORT_RUN = f"{__name__}.export"
+
+
+def _pr_exports(tmp: Path) -> tuple[Path, list[tuple[int, Path, Path | None]]]:
+    """(the exporting machine, the exports) of :func:`pull_request` in ``tmp``."""
+    models = tmp / "origin" / "models"
+    models.mkdir(parents=True, exist_ok=True)
+    alice = tmp / "home" / "alice" / "proj" / "models"  # where the model was exported
+    return alice, [(1, tmp / "base.pt2", models / "other.pt"), (16, tmp / "head.pt2", None)]
 
 
 @pytest.fixture(scope="module")
@@ -97,14 +124,13 @@ def pull_request(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """origin: main has a clean model; branch feature changes net.py and re-exports it with a
     flattened 16x16 map into the Linear. Returns a clone checked out at feature."""
     pytest.importorskip("torch")
-    tmp = tmp_path_factory.mktemp("pr")
+    tmp = _AHEAD.get("pr") or tmp_path_factory.mktemp("pr")
     origin = tmp / "origin"
     models = origin / "models"
-    models.mkdir(parents=True)
-    alice = tmp / "home" / "alice" / "proj" / "models"  # where the model was exported
+    alice, exports = _pr_exports(tmp)
     (origin / "modelgate.yaml").write_text(CONFIG)
     (origin / "README.md").write_text("models\n")
-    export(alice, [(1, tmp / "base.pt2", models / "other.pt"), (16, tmp / "head.pt2", None)])
+    export(alice, exports, EXPORT_RUN if "pr" in _AHEAD else "")
     (models / "net.py").write_text(NET_PY.format(pool=1))
     (tmp / "base.pt2").rename(models / "net.pt2")
     git(origin, "init", "-q")

@@ -11,7 +11,6 @@ from __future__ import annotations
 import faulthandler
 import json
 import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -21,6 +20,7 @@ pytest.importorskip("torch")
 pytest.importorskip("coremltools")
 pytest.importorskip("onnxruntime")
 
+import background
 import modelfactory
 
 from modelgate import config as cfg
@@ -59,8 +59,25 @@ def _onnx_gemm(factory: modelfactory.Factory) -> Path:
     return path
 
 
+def start_background(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Build the models at the start of the session; the two ``modelgate check`` runs below
+    go to the background (tests/background.py) until the fixture and test that read them."""
+    root = _AHEAD["folder"] = _build(tmp_path_factory)
+    background.add(REPORT, [_report_run(root)])
+    slow = _AHEAD["time_limit"] = tmp_path_factory.mktemp("time-limit")
+    background.add(TIME_LIMIT, [_time_limit_run(root, slow)])
+
+
+_AHEAD: dict[str, Path] = {}
+REPORT, TIME_LIMIT = f"{__name__}.report", f"{__name__}.time_limit"
+
+
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return _AHEAD.get("folder") or _build(tmp_path_factory)
+
+
+def _build(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("checks")
     (root / "new").mkdir()
     (root / "old").mkdir()
@@ -78,21 +95,20 @@ def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
-def _modelgate(cwd: Path, *args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "MODELGATE_NO_PROGRESS": "1"}
-    return subprocess.run(
-        [sys.executable, "-m", "modelgate", "check", *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env=env,
+def _modelgate(cwd: Path, *args: str) -> background.Command:
+    env = {**background.environ(), "MODELGATE_NO_PROGRESS": "1"}
+    return background.Command(
+        [sys.executable, "-m", "modelgate", "check", *args], cwd=cwd, env=env, timeout=600
     )
+
+
+def _report_run(folder: Path) -> background.Command:
+    return _modelgate(folder, "new", "--baseline", "old", "--format", "json", "-j", "2")
 
 
 @pytest.fixture(scope="module")
 def report(folder: Path) -> dict[str, dict]:
-    done = _modelgate(folder, "new", "--baseline", "old", "--format", "json", "-j", "2")
+    (done,) = background.run(REPORT, [_report_run(folder)])
     assert done.returncode == 1, done.stderr[-3000:]
     return {m["path"].split("/", 1)[1]: m for m in json.loads(done.stdout)["models"]}
 
@@ -224,10 +240,15 @@ def test_baseline_deltas_cover_the_measured_figures(report) -> None:
     assert "baseline" not in report["compressible.ts.pt"]["metrics"]  # no old version of it
 
 
-def test_a_real_conversion_over_its_time_limit(folder: Path, tmp_path: Path) -> None:
-    (tmp_path / "modelgate.yaml").write_text("isolation: {timeout: 0.2}\n")
+def _time_limit_run(folder: Path, cwd: Path) -> background.Command:
+    (cwd / "modelgate.yaml").write_text("isolation: {timeout: 0.2}\n")
     model = folder / "new" / "compressible.pt2"
-    done = _modelgate(tmp_path, str(model), "--convert", "coreml", "--format", "json")
+    return _modelgate(cwd, str(model), "--convert", "coreml", "--format", "json")
+
+
+def test_a_real_conversion_over_its_time_limit(folder: Path, tmp_path: Path) -> None:
+    cwd = _AHEAD.get("time_limit", tmp_path)  # the folder it ran in, if it started ahead
+    (done,) = background.run(TIME_LIMIT, [_time_limit_run(folder, cwd)])
     assert done.returncode == 1, done.stderr[-2000:]
     (result,) = json.loads(done.stdout)["models"]
     (mg101,) = _findings(result, "MG101")

@@ -50,8 +50,22 @@ CASES = [
 ]
 
 
+def start_background(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Build the files at the start of the session; their conversions run in the background
+    (tests/background.py) until :func:`conversions` reads them."""
+    _AHEAD["files"] = _build(tmp_path_factory)
+    convert_probe.submit(__name__, _runs(_AHEAD["files"]))
+
+
+_AHEAD: dict[str, dict[tuple[str, str], Path]] = {}
+
+
 @pytest.fixture(scope="module")
 def files(tmp_path_factory: pytest.TempPathFactory) -> dict[tuple[str, str], Path]:
+    return _AHEAD.get("files") or _build(tmp_path_factory)
+
+
+def _build(tmp_path_factory: pytest.TempPathFactory) -> dict[tuple[str, str], Path]:
     import torch
 
     f = modelfactory.Factory(tmp_path_factory.mktemp("predictions"))
@@ -75,13 +89,16 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> dict[tuple[str, str], Pat
     return out
 
 
-@pytest.fixture(scope="module")
-def conversions(files: dict[tuple[str, str], Path]) -> dict[tuple[str, str, str], dict]:
-    runs = [
+def _runs(files: dict[tuple[str, str], Path]) -> list[tuple[str, str, str]]:
+    return [
         (str(files[(name, kind)]), target, "x".join(str(d) for d in MODELS[name]))
         for name, kind, target in CASES
     ]
-    return dict(zip(CASES, convert_probe.run_many(runs), strict=True))
+
+
+@pytest.fixture(scope="module")
+def conversions(files: dict[tuple[str, str], Path]) -> dict[tuple[str, str, str], dict]:
+    return dict(zip(CASES, convert_probe.results(__name__, _runs(files)), strict=True))
 
 
 def mg003(path: Path, target: str, rule: str = "MG003") -> list:

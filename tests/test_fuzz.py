@@ -21,13 +21,32 @@ CASES = 400
 SEED = 20_240_521
 
 
-@pytest.fixture(scope="module")
-def fuzzed(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+def start_background(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Build the corpus and the mutants at the start of the session; the run over them goes
+    to the background (tests/background.py) until :func:`fuzzed` reads it."""
+    import background
+
+    _AHEAD["built"] = built = _build(tmp_path_factory)
+    args, limit, cwd = fuzzing.command(built[3], jobs=2, timeout=30, cwd=built[0])
+    background.add(JOB, [background.Command(args, cwd=cwd, timeout=limit)])
+
+
+_AHEAD: dict[str, tuple] = {}
+JOB = f"{__name__}.run"
+
+
+def _build(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
     root = tmp_path_factory.mktemp("fuzz")
     marker = root / "PAYLOAD_RAN"
     seeds = fuzzing.build_corpus(root / "corpus", marker)
     cases = fuzzing.make_cases(seeds, root / "cases", CASES, SEED)
-    outcome = fuzzing.run(cases, marker, jobs=2, timeout=30, cwd=root)
+    return root, marker, seeds, cases
+
+
+@pytest.fixture(scope="module")
+def fuzzed(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    root, marker, seeds, cases = _AHEAD.get("built") or _build(tmp_path_factory)
+    outcome = fuzzing.run(cases, marker, jobs=2, timeout=30, cwd=root, background=JOB)
     return seeds, cases, outcome, marker
 
 

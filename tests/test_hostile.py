@@ -24,6 +24,7 @@ import pytest
 
 pytest.importorskip("torch")
 
+import background
 import modelfactory
 
 from modelgate.loaders import Policy, load
@@ -427,20 +428,43 @@ print(json.dumps(out))
 """
 
 
+def start_background(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Build the cases at the start of the session; the two runs over them go to the
+    background (tests/background.py), one after the other, until :func:`hostile` reads them."""
+    folder = tmp_path_factory.mktemp("hostile")
+    cases = _AHEAD["cases"] = (folder, _cases(folder))
+    live, check = _runs(*cases)
+    background.add(LIVE, [live])  # one job at a time: the check starts after the liveness run
+    background.add(CHECK, [check])
+
+
+_AHEAD: dict[str, tuple[Path, dict[str, Case]]] = {}
+LIVE, CHECK = f"{__name__}.liveness", f"{__name__}.check"
+
+
+def _runs(folder: Path, cases: dict[str, Case]) -> tuple[background.Command, background.Command]:
+    args = json.dumps({n: (c.live, str(c.marker)) for n, c in cases.items()})
+    live = background.Command([sys.executable, "-c", LIVENESS, args], cwd=folder, timeout=300)
+    check = background.Command(
+        [sys.executable, "-m", "modelgate", "check", "--format", "json", "-j", "2",
+         *(str(c.file) for c in cases.values())],
+        cwd=folder, timeout=300,
+    )  # fmt: skip
+    return live, check
+
+
 @pytest.fixture(scope="module")
 def hostile(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Case], dict]:
     """Every case built; the payloads proven live; one modelgate run over all of them."""
-    folder = tmp_path_factory.mktemp("hostile")
-    cases = _cases(folder)
-    args = json.dumps({n: (c.live, str(c.marker)) for n, c in cases.items()})
-    out = subprocess.run([sys.executable, "-c", LIVENESS, args], capture_output=True,
-                         text=True, timeout=300, cwd=folder)  # fmt: skip
+    if "cases" in _AHEAD:
+        folder, cases = _AHEAD["cases"]
+    else:
+        folder = tmp_path_factory.mktemp("hostile")
+        cases = _cases(folder)
+    live_run, check = _runs(folder, cases)
+    (out,) = background.run(LIVE, [live_run])  # waited for before the check starts
     live = json.loads(out.stdout.strip().splitlines()[-1])
-    run = subprocess.run(
-        [sys.executable, "-m", "modelgate", "check", "--format", "json", "-j", "2",
-         *(str(c.file) for c in cases.values())],
-        capture_output=True, text=True, timeout=300, cwd=folder,
-    )  # fmt: skip
+    (run,) = background.run(CHECK, [check])
     report = json.loads(run.stdout)
     models = dict(zip(cases, report["models"], strict=True))
     return cases, {"live": live, "models": models, "code": run.returncode, "stderr": run.stderr}

@@ -9,6 +9,7 @@ import sys
 import textwrap
 from pathlib import Path
 
+import background
 import modelfactory
 import pytest
 
@@ -17,6 +18,10 @@ pytest.importorskip("torch")
 
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return _AHEAD.get("folder") or _folder(tmp_path_factory)
+
+
+def _folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A folder of models in every torch-free format, good and bad, nested one level."""
     import numpy as np
     from onnx import TensorProto, helper, numpy_helper
@@ -41,6 +46,56 @@ def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
+def start_background(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Build the folder at the start of the session; the CLI runs over it go to the
+    background (tests/background.py), one job at a time, until the tests read them."""
+    root = _AHEAD["folder"] = _folder(tmp_path_factory)
+    fake = _AHEAD["fake"] = tmp_path_factory.mktemp("fake-torch")
+    for name, commands in _jobs(root, fake).items():
+        background.add(name, commands)
+
+
+_AHEAD: dict[str, Path] = {}
+JOBS = f"{__name__}.jobs"
+IN_PROCESS = f"{__name__}.cli"
+RIGGED_RUN = f"{__name__}.rigged"
+_ARGS = ("check", "--format", "json")
+TORCH_FREE = f"{__name__}.torch_free"
+
+
+def _jobs(folder: Path, fake: Path) -> dict[str, list[background.Command]]:
+    """Every CLI run the tests below read, by job (side by side within one)."""
+    env = _torch_free_env(fake)
+    return {
+        JOBS: [_command(folder, "-j", "1"), _command(folder, "-j", "2")],
+        IN_PROCESS: [_command(folder)],
+        RIGGED_RUN: [
+            background.Command(
+                [sys.executable, "-c", RIGGED, *_ARGS, "-j", "2", "--timeout", "3", str(folder)],
+                cwd=folder,
+                timeout=120,
+            )
+        ],
+        TORCH_FREE: [
+            background.Command(
+                [sys.executable, "-m", "modelgate", "--version"], env=env, timeout=60
+            ),
+            _command(folder, "-j", "2", env=env),
+        ],
+    }
+
+
+def _results(name: str, folder: Path, fake: Path) -> list[subprocess.CompletedProcess]:
+    return background.run(name, _jobs(folder, fake)[name])
+
+
+def _command(folder: Path, *args: str, env: dict[str, str] | None = None) -> background.Command:
+    return background.Command(
+        [sys.executable, "-m", "modelgate", "check", "--format", "json", str(folder), *args],
+        cwd=folder, env=env, timeout=300,
+    )  # fmt: skip
+
+
 def _check(folder: Path, *args: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
     out = subprocess.run(
         [sys.executable, "-m", "modelgate", "check", "--format", "json", str(folder), *args],
@@ -49,9 +104,12 @@ def _check(folder: Path, *args: str, env: dict[str, str] | None = None) -> tuple
     return out.returncode, out.stdout, out.stderr
 
 
-def test_jobs_do_not_change_the_report(folder: Path) -> None:
-    serial = _check(folder, "-j", "1")
-    parallel = _check(folder, "-j", "2")
+def _triple(out: subprocess.CompletedProcess) -> tuple[int, str, str]:
+    return out.returncode, out.stdout, out.stderr
+
+
+def test_jobs_do_not_change_the_report(folder: Path, tmp_path: Path) -> None:
+    serial, parallel = map(_triple, _results(JOBS, folder, tmp_path))
     assert serial[0] == parallel[0] == 1
     assert serial[1] == parallel[1]
     report = json.loads(serial[1])
@@ -62,7 +120,7 @@ def test_jobs_do_not_change_the_report(folder: Path) -> None:
     assert [m["passed"] for m in report["models"]] == [True, True, False, True, True, False, False]
 
 
-def test_engine_run_in_process_matches_the_cli(folder: Path, monkeypatch) -> None:
+def test_engine_run_in_process_matches_the_cli(folder: Path, monkeypatch, tmp_path) -> None:
     """The API (a parent that has run torch: workers come from a fork server) agrees too."""
     from modelgate import config, discover, driver
 
@@ -72,7 +130,8 @@ def test_engine_run_in_process_matches_the_cli(folder: Path, monkeypatch) -> Non
     one = driver.run(paths, config.Config(), jobs=1, found=found).to_dict()
     two = driver.run(paths, config.Config(), jobs=2, found=found).to_dict()
     assert one == two
-    assert one == json.loads(_check(folder)[1])
+    (cli,) = _results(IN_PROCESS, folder, tmp_path)
+    assert one == json.loads(cli.stdout)
 
 
 RIGGED = """
@@ -91,13 +150,9 @@ sys.exit(main(sys.argv[1:]))
 """
 
 
-def test_a_crash_or_a_hang_costs_one_model_not_the_run(folder: Path) -> None:
+def test_a_crash_or_a_hang_costs_one_model_not_the_run(folder: Path, tmp_path: Path) -> None:
     """A reader that segfaults, and one that never returns: MG902 each, the rest checked."""
-    out = subprocess.run(
-        [sys.executable, "-c", RIGGED, "check", "--format", "json", "-j", "2",
-         "--timeout", "3", str(folder)],
-        capture_output=True, text=True, timeout=120, cwd=folder,
-    )  # fmt: skip
+    (out,) = _results(RIGGED_RUN, folder, tmp_path)
     assert out.returncode == 1, out.stderr
     models = {m["path"]: m for m in json.loads(out.stdout)["models"]}
     assert len(models) == 7
@@ -127,23 +182,28 @@ def test_hash_collision_bomb_is_refused_at_once(tmp_path: Path) -> None:
     ]
 
 
-def test_torch_free_checks_never_import_torch(folder: Path, tmp_path: Path) -> None:
-    """Start-up and torch-free formats, in the CLI process and its workers: a torch that
-    records being imported stands in front of the real one on PYTHONPATH."""
-    fake = tmp_path / "fake" / "torch"
-    fake.mkdir(parents=True)
-    marker = tmp_path / "torch-imported"
+def _torch_free_env(where: Path) -> dict[str, str]:
+    """A torch that records being imported, in front of the real one on PYTHONPATH."""
+    fake = where / "fake" / "torch"
+    fake.mkdir(parents=True, exist_ok=True)
+    marker = where / "torch-imported"
     fake.joinpath("__init__.py").write_text(
         textwrap.dedent(f"""
         open({str(marker)!r}, "a").write("imported\\n")
         raise ImportError("torch must not be imported here")
         """)
     )
-    env = {"PYTHONPATH": str(tmp_path / "fake"), "PATH": "/usr/bin:/bin"}
-    version = subprocess.run([sys.executable, "-m", "modelgate", "--version"],
-                             capture_output=True, text=True, env=env, timeout=60)  # fmt: skip
+    return {"PYTHONPATH": str(where / "fake"), "PATH": "/usr/bin:/bin"}
+
+
+def test_torch_free_checks_never_import_torch(folder: Path, tmp_path: Path) -> None:
+    """Start-up and torch-free formats, in the CLI process and its workers: a torch that
+    records being imported stands in front of the real one on PYTHONPATH."""
+    where = _AHEAD.get("fake", tmp_path)  # where the fake is, if the runs started ahead
+    version, check = _results(TORCH_FREE, folder, where)
+    marker = where / "torch-imported"
     assert version.returncode == 0 and version.stdout.startswith("modelgate ")
-    code, out, err = _check(folder, "-j", "2", env=env)
+    code, out, err = _triple(check)
     assert code == 1, err
     assert [m["format"] for m in json.loads(out)["models"]] == [
         "state_dict", "state_dict", "torch_export", "safetensors", "onnx", "lfs-pointer",

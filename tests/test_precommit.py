@@ -8,19 +8,26 @@ checks the working tree as it is.
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+import background
 import pytest
 from modelfactory import build
 from test_action import git
 
 ROOT = Path(__file__).resolve().parent.parent
-PACKAGE = ("pyproject.toml", "README.md", ".pre-commit-hooks.yaml", "modelgate/", "rules/")
+PACKAGE = (
+    "pyproject.toml",
+    "README.md",
+    ".pre-commit-hooks.yaml",
+    "modelgate/",
+    "rules/",
+    "targets/",
+)
 PRE_COMMIT = [sys.executable, "-m", "pre_commit"]
 
 
@@ -50,8 +57,29 @@ def test_every_hook_is_in_the_readme_and_matches_model_files() -> None:
             assert not files.search(name), name
 
 
+def start_background(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Make both repositories at the start of the session; the two ``try-repo`` runs (a pip
+    install each) go to the background (tests/background.py) until the test reads them."""
+    try:
+        import torch  # noqa: F401  (user_repo skips without it)
+    except ImportError:
+        return
+    _AHEAD.update(hook=_hook_repo(tmp_path_factory), user=_user_repo(tmp_path_factory))
+    _AHEAD["home"] = tmp_path_factory.mktemp("pre-commit-home")
+    background.add(JOB, _runs(_AHEAD["hook"], _AHEAD["user"], _AHEAD["home"]))
+
+
+_AHEAD: dict[str, Path] = {}
+JOB = f"{__name__}.try-repo"
+BACKGROUND_FIRST = True  # two pip installs: the longest job, and independent of the others
+
+
 @pytest.fixture(scope="module")
 def hook_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return _AHEAD.get("hook") or _hook_repo(tmp_path_factory)
+
+
+def _hook_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The package's files as one commit of a fresh repository."""
     listed = subprocess.run(
         ["git", "ls-files", "-co", "--exclude-standard"],
@@ -73,9 +101,13 @@ def hook_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def user_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    pytest.importorskip("torch")
+    return _AHEAD.get("user") or _user_repo(tmp_path_factory)
+
+
+def _user_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A model repository: good files in every torch-free format, a bad state dict, and a
     TorchScript file, whose graph needs torch."""
-    pytest.importorskip("torch")
     import onnx
     from modelfactory import Factory
 
@@ -101,30 +133,38 @@ def user_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return work
 
 
-def try_repo(hook_repo: Path, user_repo: Path, home: Path, *files: str) -> subprocess.Popen:
-    """Start ``pre-commit try-repo`` on ``files``; each run builds its own hook environment
+def try_repo(hook_repo: Path, user_repo: Path, home: Path, *files: str) -> background.Command:
+    """``pre-commit try-repo`` on ``files``; each run builds its own hook environment
     (try-repo keeps its store in a temporary folder), so runs go in parallel."""
-    env = {**os.environ, "PRE_COMMIT_HOME": str(home), "PRE_COMMIT_COLOR": "never"}
+    env = {**background.environ(), "PRE_COMMIT_HOME": str(home), "PRE_COMMIT_COLOR": "never"}
     env.pop("GITHUB_ACTIONS", None)
-    return subprocess.Popen(
+    return background.Command(
         [*PRE_COMMIT, "try-repo", str(hook_repo), "modelgate", "--verbose", "--files", *files],
         cwd=user_repo,
         env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
+        merge_stderr=True,
+        timeout=900,
     )
+
+
+GOOD = ["good.pt", "good.safetensors", "good.pt2", "good.onnx", "good.torchscript", "notes.txt"]
+
+
+def _runs(hook_repo: Path, user_repo: Path, home: Path) -> list[background.Command]:
+    return [
+        try_repo(hook_repo, user_repo, home / "a", *GOOD),
+        try_repo(hook_repo, user_repo, home / "b", "good.pt", "bad.pt"),
+    ]
 
 
 @pytest.mark.slow
 def test_hook_passes_good_models_and_fails_a_bad_one(
     hook_repo: Path, user_repo: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
-    home = tmp_path_factory.mktemp("pre-commit-home")
-    good = ["good.pt", "good.safetensors", "good.pt2", "good.onnx", "good.torchscript", "notes.txt"]
-    passing = try_repo(hook_repo, user_repo, home / "a", *good)
-    failing = try_repo(hook_repo, user_repo, home / "b", "good.pt", "bad.pt")
-    out, _ = passing.communicate(timeout=900)
+    home = _AHEAD.get("home") or tmp_path_factory.mktemp("pre-commit-home")
+    good = GOOD
+    passing, failing = background.run(JOB, _runs(hook_repo, user_repo, home))
+    out = passing.stdout
     assert passing.returncode == 0, out
     for name in good[:-1]:
         assert f"pass  {name}" in out, out
@@ -132,7 +172,7 @@ def test_hook_passes_good_models_and_fails_a_bad_one(
     # the environment has no torch; the TorchScript graph says which extra would read it
     assert "TorchScript ops need torch to read: install modelgate-lint[torch]" in out
 
-    out, _ = failing.communicate(timeout=900)
+    out = failing.stdout
     assert failing.returncode == 1, out
     assert "FAIL  bad.pt" in out and "MG002 fp16-batchnorm" in out
     assert "pass  good.pt" in out

@@ -10,11 +10,10 @@ fresh process.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import sys
 from pathlib import Path
 
+import background
 import pytest
 
 from modelgate.finding import Finding, Location
@@ -31,8 +30,28 @@ def _findings(model: dict) -> list[tuple[str, str, str, str | None]]:
     ]
 
 
+def start_background(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Build the folder at the start of the session; the ``--convert onnx`` run over its ONNX
+    files goes to the background (tests/background.py) until :func:`onnx_report` reads it."""
+    try:
+        import onnxruntime  # noqa: F401
+        import torch  # noqa: F401
+    except ImportError:
+        return
+    root = _AHEAD["folder"] = _folder(tmp_path_factory)
+    background.add(ONNX_RUN, [_onnx_run(root)])
+
+
+_AHEAD: dict[str, Path] = {}
+ONNX_RUN = f"{__name__}.onnx"
+
+
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return _AHEAD.get("folder") or _folder(tmp_path_factory)
+
+
+def _folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     torch = pytest.importorskip("torch")
     root = tmp_path_factory.mktemp("realworld")
     torch.manual_seed(0)
@@ -314,15 +333,19 @@ RUNS = [
 ]
 
 
+def _onnx_run(folder: Path) -> background.Command:
+    env = {**background.environ(), "MODELGATE_NO_PROGRESS": "1"}
+    return background.Command(
+        [sys.executable, "-m", "modelgate", "check", "onnx", "--convert", "onnx",
+         "--format", "json", "-j", "2", "--select", "MG003,MG102,MG104,MG106"],
+        cwd=folder, timeout=600, env=env,
+    )  # fmt: skip
+
+
 @pytest.fixture(scope="module")
 def onnx_report(folder: Path) -> dict[str, dict]:
     pytest.importorskip("onnxruntime")
-    env = {**os.environ, "MODELGATE_NO_PROGRESS": "1"}
-    done = subprocess.run(
-        [sys.executable, "-m", "modelgate", "check", "onnx", "--convert", "onnx",
-         "--format", "json", "-j", "2", "--select", "MG003,MG102,MG104,MG106"],
-        cwd=folder, capture_output=True, text=True, timeout=600, env=env,
-    )  # fmt: skip
+    (done,) = background.run(ONNX_RUN, [_onnx_run(folder)])
     assert done.returncode == 1, done.stderr[-3000:]  # custom.onnx does not load
     return {m["path"].split("/")[-1][: -len(".onnx")]: m for m in json.loads(done.stdout)["models"]}
 

@@ -124,8 +124,22 @@ def _save(name: str, how: str, folder: Path) -> Path:
     return path
 
 
+def start_background(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Save the files at the start of the session; their conversions run in the background
+    (tests/background.py) until :func:`conversions` reads them."""
+    _AHEAD["files"] = _build(tmp_path_factory)
+    convert_probe.submit(__name__, _runs(_AHEAD["files"]))
+
+
+_AHEAD: dict[str, dict[tuple[str, str], Path]] = {}
+
+
 @pytest.fixture(scope="module")
 def files(tmp_path_factory: pytest.TempPathFactory) -> dict[tuple[str, str], Path]:
+    return _AHEAD.get("files") or _build(tmp_path_factory)
+
+
+def _build(tmp_path_factory: pytest.TempPathFactory) -> dict[tuple[str, str], Path]:
     import warnings
 
     folder = tmp_path_factory.mktemp("realworld_ts")
@@ -134,10 +148,13 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> dict[tuple[str, str], Pat
         return {(name, how): _save(name, how, folder) for name, how in [*FILES, ("two", "trace")]}
 
 
+def _runs(files: dict[tuple[str, str], Path]) -> list[tuple[str, str, str]]:
+    return [(str(files[(name, how)]), target, "1x8") for name, how, target in CASES]
+
+
 @pytest.fixture(scope="module")
 def conversions(files: dict[tuple[str, str], Path]) -> dict[tuple[str, str, str], dict]:
-    runs = [(str(files[(name, how)]), target, "1x8") for name, how, target in CASES]
-    return dict(zip(CASES, convert_probe.run_many(runs), strict=True))
+    return dict(zip(CASES, convert_probe.results(__name__, _runs(files)), strict=True))
 
 
 def _mg003(path: Path, target: str, **extra) -> list:
