@@ -60,6 +60,8 @@ class Target:
     default: bool = False
     # MG003's fix for an op it cannot take
     op_fix: str = "rewrite it with ops the converter supports"
+    # MG003 can judge its ops statically (op_verdict); else only its conversion tells
+    predicts: bool = True
     # the rule that reports its failed conversions (else MG107 conversion-failed)
     failure_rule: str | None = None
     failure_fixes: Mapping[str, str] = field(default_factory=dict)
@@ -162,6 +164,7 @@ def _read(module: ModuleType) -> Target:
         converting=module.CONVERTING,
         default=bool(getattr(module, "DEFAULT", False)),
         op_fix=getattr(module, "OP_FIX", Target.op_fix),
+        predicts=bool(getattr(module, "PREDICTS", True)),
         failure_rule=getattr(module, "FAILURE_RULE", None),
         failure_fixes=fixes,
         later_stages=frozenset(getattr(module, "LATER_STAGES", ())),

@@ -84,6 +84,12 @@ def check(graph: ModelGraph, options: dict) -> Iterator[Problem | Skip | Note]:
         if refusal:
             yield Skip(f"{target.name}: {refusal}: check the PyTorch model")
             continue
+        if not target.predicts:
+            yield Note(
+                f"{target.name}: modelgate has no static op table for {target.label}; "
+                f"--convert {target.name} runs the {target.conversion} and reports what fails"
+            )
+            continue
         verdicts: dict[str, opsupport.Verdict | None] = {}
         unknown: set[str] = set()
         flagged: list[tuple[Op, str, str]] = []

@@ -124,8 +124,9 @@ def _op_check_blocked(graph: ModelGraph, name: str) -> tuple[str, str | None] | 
     if refusal is None and any(graph.format in t.file_formats for t in TARGETS):
         refusal = f"it does not take {graph.format} files"  # as MG003 says
     if refusal is not None:
+        exported = any(graph.format in t.file_formats for t in TARGETS)  # an ONNX file
         fix = f"check the PyTorch model the {graph.format.upper()} file was exported from"
-        return refusal, fix
+        return refusal, fix if exported else None
     if graph.has_graph:
         return None
     reason = graph.no_graph_reason()

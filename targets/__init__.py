@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from modelgate.target import Target, TargetRegistry
 
-from . import coreml, onnx
+from . import coreml, executorch, onnx
 
-REGISTRY = TargetRegistry([coreml, onnx])
+REGISTRY = TargetRegistry([coreml, onnx, executorch])
 
 __all__ = ["REGISTRY", "Target"]

@@ -140,11 +140,16 @@ def plan(
                 out.append((target.name, job(target, latency=timed, drift=False), None))
                 latency = latency and not timed
         return out
-    timer = next((t for t in converters if t.runtime), converters[0] if converters else None)
+    refused = {t.name: t.refuses(graph.format) for t in converters}
+    takers = [t for t in converters if not refused[t.name]]
+    timer = next((t for t in takers if t.runtime), takers[0] if takers else None)
     for target in converters:
+        if refused[target.name]:  # a format it cannot take (TorchScript for ExecuTorch)
+            out.append((target.name, None, refused[target.name]))
+            continue
         timed = latency and target is timer
         out.append((target.name, job(target, drift=drift, latency=timed), None))
-    if not converters and latency:
+    if not takers and latency:
         out.append(("torch", job(None, drift=False, latency=True), None))
     return out
 

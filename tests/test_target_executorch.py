@@ -1,0 +1,183 @@
+"""The ExecuTorch target against ExecuTorch itself, both ways.
+
+Small models built here: a CNN with hardswish (lowers, delegates to XNNPACK, loads and runs)
+and one using sort / topk / cumsum (lowers and writes a ``.pte`` that the runtime refuses to
+load: "Missing operator: aten::sort.values"). modelgate's report is compared with what the
+bare toolchain does on the same files in a fresh process: the same delegation counts and
+operator list, MG108 exactly when the runtime refuses the program, and none when it runs.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import textwrap
+from pathlib import Path
+
+import background
+import pytest
+
+pytest.importorskip("executorch")
+torch = pytest.importorskip("torch")
+
+_AHEAD: dict[str, Path] = {}
+RUNS = f"{__name__}.runs"  # modelgate's check and the bare toolchain, side by side
+
+MODELS = textwrap.dedent(
+    """
+    import torch
+
+    class CNN(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = torch.nn.Conv2d(3, 8, 3, padding=1)
+            self.act = torch.nn.Hardswish()
+            self.fc = torch.nn.Linear(8, 4)
+
+        def forward(self, x):
+            return self.fc(self.act(self.conv(x)).mean((2, 3)))
+
+    class Sorts(torch.nn.Module):
+        def forward(self, x):
+            values, _ = torch.sort(x, dim=1)
+            top = torch.topk(x, 2, dim=1).values
+            return torch.cumsum(values, 1)[:, :2] + top
+    """
+)
+
+# the bare toolchain on the same files: lower, list operators, load and run
+BARE_SCRIPT = textwrap.dedent(
+    """
+    import json, sys, torch
+    from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
+    from executorch.devtools.backend_debug import get_delegation_info
+    from executorch.exir import to_edge_transform_and_lower
+    from executorch.runtime import Runtime
+
+    out = {}
+    for path in sys.argv[1:]:
+        program = torch.export.load(path)
+        edge = to_edge_transform_and_lower(program, partitioner=[XnnpackPartitioner()])
+        info = get_delegation_info(edge.exported_program().graph_module)
+        pte = edge.to_executorch()
+        plan = pte.executorch_program.execution_plan[0]
+        operators = sorted(f"{o.name}.{o.overload}" for o in plan.operators)
+        try:
+            method = Runtime.get().load_program(pte.buffer).load_method("forward")
+            inputs = [torch.randn(*s.shape) for s in program.example_inputs[0]]
+            method.execute(inputs)
+            loads = True
+        except Exception:
+            loads = False
+        out[path] = {"delegated": info.num_delegated_nodes,
+                     "nodes": info.num_delegated_nodes + info.num_non_delegated_nodes,
+                     "operators": operators, "loads": loads, "bytes": len(pte.buffer)}
+    print(json.dumps(out))
+    """
+)
+
+
+def _build(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("executorch")
+    (root / "models.py").write_text(MODELS, encoding="utf-8")
+    sys.path.insert(0, str(root))
+    try:
+        import models
+    finally:
+        sys.path.remove(str(root))
+    torch.manual_seed(0)
+    for name, model, shape in [
+        ("cnn", models.CNN(), (1, 3, 16, 16)),
+        ("sorts", models.Sorts(), (1, 8)),
+    ]:
+        program = torch.export.export(model.eval(), (torch.randn(*shape),))
+        torch.export.save(program, root / f"{name}.pt2")
+    return root
+
+
+def _commands(root: Path) -> list[background.Command]:
+    env = {**background.environ(), "MODELGATE_NO_PROGRESS": "1"}
+    return [
+        background.Command(
+            [sys.executable, "-m", "modelgate", "check", "cnn.pt2", "sorts.pt2",
+             "--target", "executorch", "--convert", "executorch", "--format", "json", "-j", "1"],
+            cwd=root, env=env, timeout=600,
+        ),
+        background.Command(
+            [sys.executable, "-c", BARE_SCRIPT, "cnn.pt2", "sorts.pt2"], cwd=root, timeout=600
+        ),
+    ]  # fmt: skip
+
+
+def start_background(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Build the models at the start of the session; both runs go to the background, side by
+    side (modelgate with one worker: its two lowerings run one after the other)."""
+    root = _AHEAD["root"] = _build(tmp_path_factory)
+    background.add(RUNS, _commands(root))
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return _AHEAD.get("root") or _build(tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def report(root: Path) -> dict[str, dict]:
+    done, _ = background.run(RUNS, _commands(root))
+    assert done.returncode == 1, done.stderr[-3000:]  # sorts.pt2 will not load
+    return {m["path"]: m for m in json.loads(done.stdout)["models"]}
+
+
+@pytest.fixture(scope="module")
+def bare(root: Path) -> dict[str, dict]:
+    _, done = background.run(RUNS, _commands(root))
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize("name", ["cnn.pt2", "sorts.pt2"])
+def test_delegation_and_operators_are_the_toolchains(report, bare, name: str) -> None:
+    ours = report[name]["metrics"]["conversions"]["executorch"]
+    theirs = bare[name]
+    assert (ours["delegated_nodes"], ours["nodes"]) == (theirs["delegated"], theirs["nodes"])
+    assert ours["operators"] == theirs["operators"]
+    assert ours["size_mb"] == round(theirs["bytes"] / 1e6, 3)
+    assert ours["backend"] == "XNNPACK"
+
+
+def test_a_program_the_runtime_runs_passes_with_its_figures(report, bare) -> None:
+    model = report["cnn.pt2"]
+    assert bare["cnn.pt2"]["loads"] is True
+    assert model["passed"] is True and model["findings"] == []
+    ours = model["metrics"]["conversions"]["executorch"]
+    assert ours["ok"] is True and ours["drift"] < 1e-4
+    assert ours["portable_ops"] == [
+        {"op": "aten::mean", "count": 1, "macs": 0, "macs_share": 0.0}
+    ]  # conv, hardswish and linear went to XNNPACK; only the mean stayed portable
+    assert model["metrics"]["size_from"] == "ExecuTorch"
+    assert model["metrics"]["latency"]["runtime"].startswith("ExecuTorch ")
+    assert model["metrics"]["drift_detail"]["of"] == "ExecuTorch runtime (XNNPACK)"
+
+
+def test_a_program_the_runtime_refuses_is_mg108_at_the_op(report, bare) -> None:
+    model = report["sorts.pt2"]
+    assert bare["sorts.pt2"]["loads"] is False
+    assert [(f["rule"], f["key"], f["location"]["op"], f["location"]["source"]["line"])
+            for f in model["findings"]] == [
+        ("MG108", "executorch:aten::sort.values", "aten::sort", 16)
+    ]  # fmt: skip
+    assert model["findings"][0]["message"] == (
+        "the ExecuTorch runtime has no kernel for aten::sort.values: the converted program "
+        "will not load"
+    )
+    ours = model["metrics"]["conversions"]["executorch"]
+    assert ours["missing_kernels"] == ["aten::sort.values"]
+    # topk and cumsum have portable kernels: the program needs them, and they are not flagged
+    assert {"aten::topk.values", "aten::cumsum.out"} <= set(ours["operators"])
+
+
+def test_mg003_says_it_has_no_static_table(report) -> None:
+    assert (
+        "MG003: executorch: modelgate has no static op table for ExecuTorch; --convert "
+        "executorch runs the ExecuTorch lowering and reports what fails"
+    ) in report["cnn.pt2"]["notes"]
