@@ -19,8 +19,10 @@ Optional declarations, with their defaults, are the fields of :class:`Target` be
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import re
+import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from types import ModuleType
@@ -110,6 +112,15 @@ class Target:
         """What its step imports, preloaded once per worker."""
         hook = getattr(self.module, "modules", None)
         return list(hook(job)) if hook else []
+
+    def warm(self) -> None:
+        """One-time setup paid once per worker before its steps fork from it (ExecuTorch's
+        XNNPACK patterns); a failure here is left for the step to report."""
+        hook = getattr(self.module, "warm", None)
+        if hook is not None:
+            with warnings.catch_warnings(), contextlib.suppress(Exception):
+                warnings.simplefilter("ignore")  # the toolchain's deprecations, not the model's
+                hook()  # a failure: the step runs the same code and says what went wrong
 
     def job_options(self, settings: Any) -> dict[str, Any]:
         """Options of its step's job from the check settings (a deployment target, ...)."""

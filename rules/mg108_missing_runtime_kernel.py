@@ -60,7 +60,7 @@ def check(graph: ModelGraph, options: dict) -> Iterator[Problem]:
                 Location(
                     graph.path,
                     module=module,
-                    op=where.get("op") or kernel,
+                    op=where["op"] if "source" in where else kernel,  # found in the graph
                     source=where.get("source"),
                 ),
                 fix=f"rewrite the op with ones the {target.label} runtime has kernels for, or "

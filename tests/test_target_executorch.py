@@ -155,7 +155,10 @@ def test_a_program_the_runtime_runs_passes_with_its_figures(report, bare) -> Non
         {"op": "aten::mean", "count": 1, "macs": 0, "macs_share": 0.0}
     ]  # conv, hardswish and linear went to XNNPACK; only the mean stayed portable
     assert model["metrics"]["size_from"] == "ExecuTorch"
-    assert model["metrics"]["latency"]["runtime"].startswith("ExecuTorch ")
+    from importlib import metadata
+
+    runtime = f"ExecuTorch {metadata.version('executorch')} CPU (XNNPACK)"
+    assert model["metrics"]["latency"]["runtime"] == runtime
     assert model["metrics"]["drift_detail"]["of"] == "ExecuTorch runtime (XNNPACK)"
 
 

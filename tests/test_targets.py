@@ -201,3 +201,27 @@ def test_modelgate_targets_lists_each_with_what_it_needs(toy, run_cli) -> None:
     assert "default" in lines["coreml"] and "compress: palettize-8" in lines["coreml"]
     assert lines["toy"].split()[2] == "opt-in"
     assert lines["fake"].endswith("needs no_such_package_mg: pip install 'modelgate-lint[fake]'")
+
+
+def test_a_targets_one_time_setup_runs_once_per_worker(toy, monkeypatch) -> None:
+    """ExecuTorch's XNNPACK patterns cost seconds: built once in the worker, then inherited by
+    every step forked from it; a failing setup is left for the step to report."""
+    from modelgate.checks import isolate, pipeline
+    from modelgate.checks.settings import CheckSettings
+    from modelgate.checks.steps import Job
+
+    calls: list[str] = []
+    monkeypatch.setattr(toy.module, "warm", lambda: calls.append("warm"), raising=False)
+    monkeypatch.setattr(pipeline, "_WARMED", set())
+    monkeypatch.setattr(isolate, "preload", lambda modules: [])
+    job = Job(path="m.pt2", format="torch_export", target="toy", inputs=(),
+              settings=CheckSettings())  # fmt: skip
+    assert pipeline._preload("toy", job) is None and pipeline._preload("toy", job) is None
+    assert calls == ["warm"]
+
+    def broken() -> None:
+        raise RuntimeError("no patterns today")
+
+    monkeypatch.setattr(toy.module, "warm", broken)
+    monkeypatch.setattr(pipeline, "_WARMED", set())
+    assert pipeline._preload("toy", job) is None  # the step will say what is wrong

@@ -114,7 +114,13 @@ def _preload(target: str, job: Any) -> str | None:
     if job.format == "torch_export":
         modules += plan.TORCH_EXPORT
     missing = isolate.preload(dict.fromkeys(modules))
+    if not missing and owner is not None and owner.name not in _WARMED:
+        _WARMED.add(owner.name)
+        owner.warm()  # one-time setup its steps (children of this worker) then inherit
     return missing[0] if missing else None
+
+
+_WARMED: set[str] = set()  # targets whose one-time setup this worker has done
 
 
 def _execute(job: Any, timeout: float, settings: CheckSettings, display: str) -> Any:
