@@ -108,6 +108,11 @@ class Target:
         hook = getattr(self.module, "notes", None)
         return list(hook(fmt, result)) if hook else []
 
+    def summary(self, result: Mapping[str, Any]) -> str | None:
+        """Its report section: one line on a result that converted ("iOS16, 28 ops")."""
+        hook = getattr(self.module, "summary", None)
+        return hook(result) if hook else None
+
     def modules(self, job: Any) -> list[str]:
         """What its step imports, preloaded once per worker."""
         hook = getattr(self.module, "modules", None)

@@ -161,6 +161,14 @@ def parse_settings(doc: dict[str, Any]) -> CoreMLSettings:
     return CoreMLSettings(**doc)
 
 
+def summary(result: dict[str, Any]) -> str:
+    """The target matrix's detail: "ML program for iOS16, float16, 28 ops"."""
+    return (
+        f"ML program for {result.get('deployment_target')}, "
+        f"{result.get('compute_precision')}, {result.get('ops')} ops"
+    )
+
+
 def refuses(fmt: str) -> str | None:
     return NO_ONNX_FRONTEND if fmt == "onnx" else None
 

@@ -73,6 +73,15 @@ def op_verdict(name: str, fmt: str, dialect: str | None) -> None:
     return None
 
 
+def summary(result: dict[str, Any]) -> str:
+    """The target matrix's detail: "3/7 nodes on XNNPACK; portable: aten::mean x1"."""
+    portable = ", ".join(f"{e['op']} x{e['count']}" for e in result.get("portable_ops") or [])
+    text = f"{result.get('delegated_nodes')}/{result.get('nodes')} nodes on {BACKEND}"
+    if result.get("missing_kernels"):
+        text += f"; no kernel for {', '.join(result['missing_kernels'])}"
+    return text + (f"; portable: {portable}" if portable else "")
+
+
 def modules(job: Any) -> list[str]:
     return list(MODULES)
 

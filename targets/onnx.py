@@ -85,6 +85,12 @@ def notes(fmt: str, result: dict[str, Any]) -> list[str]:
     return []
 
 
+def summary(result: dict[str, Any]) -> str:
+    """The target matrix's detail: "opset 20, torch.onnx (dynamo exporter)"."""
+    made = result.get("exporter") or "the file as given"
+    return f"opset {result.get('opset')}, {made}, {result.get('runtime')}"
+
+
 def modules(job: Any) -> list[str]:
     """torch.export programs go through the dynamo exporter, which needs onnxscript."""
     return [*MODULES, *(("onnxscript",) if job.format == "torch_export" else ())]

@@ -160,6 +160,9 @@ def test_a_program_the_runtime_runs_passes_with_its_figures(report, bare) -> Non
     runtime = f"ExecuTorch {metadata.version('executorch')} CPU (XNNPACK)"
     assert model["metrics"]["latency"]["runtime"] == runtime
     assert model["metrics"]["drift_detail"]["of"] == "ExecuTorch runtime (XNNPACK)"
+    (row,) = model["metrics"]["targets"]
+    assert (row["target"], row["result"], row["drift"]) == ("executorch", "ok", ours["drift"])
+    assert row["latency_ms"] == model["metrics"]["latency_ms"] == ours["latency_ms"]
 
 
 def test_a_program_the_runtime_refuses_is_mg108_at_the_op(report, bare) -> None:
@@ -175,6 +178,14 @@ def test_a_program_the_runtime_refuses_is_mg108_at_the_op(report, bare) -> None:
     )
     ours = model["metrics"]["conversions"]["executorch"]
     assert ours["missing_kernels"] == ["aten::sort.values"]
+    (row,) = model["metrics"]["targets"]
+    nodes = f"{bare['sorts.pt2']['delegated']}/{bare['sorts.pt2']['nodes']}"
+    assert row == {
+        "target": "executorch", "result": "will not load", "size_mb": ours["size_mb"],
+        "latency_ms": None, "drift": None,
+        "detail": f"{nodes} nodes on XNNPACK; no kernel for aten::sort.values; portable: "
+        "aten::sort x1, aten::topk x1, aten::cumsum x1",
+    }  # fmt: skip
     # topk and cumsum have portable kernels: the program needs them, and they are not flagged
     assert {"aten::topk.values", "aten::cumsum.out"} <= set(ours["operators"])
 

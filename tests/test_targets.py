@@ -111,6 +111,11 @@ def test_a_toy_target_converts_and_reports_end_to_end(toy, models, run_cli) -> N
     assert code == 0
     size_row = next(line for line in out.splitlines() if line.strip().startswith("size_mb"))
     assert "Toy" in size_row
+    matrix = [
+        line.split() for line in out.splitlines() if line.strip().startswith(("target", "toy "))
+    ]
+    assert matrix[0] == ["target", "result", "size_mb", "latency_ms", "drift", "detail"]
+    assert matrix[1][:2] == ["toy", "ok"] and matrix[1][3] == "-"  # no runtime of its own
 
 
 @pytest.mark.torch

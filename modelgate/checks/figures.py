@@ -71,6 +71,8 @@ def summarize(checks: ChecksResult, static: dict[str, Any]) -> dict[str, Any]:
         conversions[target] = entry
     if conversions:
         out["conversions"] = conversions
+        out["targets"] = [_row(t, checks.of(t.name) or {}, conversions[t.name])
+                          for t in TARGETS if t.name in conversions]  # fmt: skip
     compression: dict[str, Any] = {}
     for preset, result in (checks.compress or {}).items():
         owner = TARGETS.preset_owner(preset)
@@ -166,6 +168,28 @@ def _unmeasured_reason(key: str, checks: ChecksResult) -> str:
             return "not measured: nothing was converted or compressed (--convert, --compress)"
         return "not measured: the conversion or compression did not finish"
     return "not measured: the model was not run (measure.latency: false, or a step failed)"
+
+
+def _row(target: Any, result: dict[str, Any], entry: dict[str, Any]) -> dict[str, Any]:
+    """One row of the target matrix: did it convert, what it costs, and its own detail."""
+    if result.get("missing_kernels"):
+        outcome = "will not load"
+    else:
+        outcome = {True: "ok", False: "failed", None: "not run"}[result.get("ok")]
+    if result.get("ok"):
+        detail = target.summary(result) or ""
+    elif result.get("ok") is False:
+        detail = target.summary(result) if result.get("missing_kernels") else result.get("error")
+    else:
+        detail = result.get("skipped")
+    return {
+        "target": target.name,
+        "result": outcome,
+        "size_mb": entry.get("size_mb"),
+        "latency_ms": result.get("latency_ms"),
+        "drift": entry.get("drift"),
+        "detail": str(detail or "")[:300],
+    }
 
 
 def _of(preset: str) -> str:

@@ -109,8 +109,9 @@ def file_checkers(fmt: str) -> list[Any]:
 def plan(
     graph: ModelGraph, settings: CheckSettings, specs: list, config: Any
 ) -> list[tuple[str, Any, str | None]]:
-    """(target, job, reason it is not run) for each child to run, in order. Latency is timed
-    once: by the first target whose runtime runs what it made, else in torch."""
+    """(target, job, reason it is not run) for each child to run, in order. Each target whose
+    runtime runs what it made times it there (the budget's figure is the first one's); when
+    none does, the original model is timed once, in torch."""
     from modelgate.checks.steps import Job
 
     limits = getattr(config, "budget", {}) or {}
@@ -147,7 +148,7 @@ def plan(
         if refused[target.name]:  # a format it cannot take (TorchScript for ExecuTorch)
             out.append((target.name, None, refused[target.name]))
             continue
-        timed = latency and target is timer
+        timed = latency and (target is timer or bool(target.runtime))  # each runtime its own
         out.append((target.name, job(target, drift=drift, latency=timed), None))
     if not takers and latency:
         out.append(("torch", job(None, drift=False, latency=True), None))

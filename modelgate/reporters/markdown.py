@@ -265,6 +265,24 @@ def _metrics_table(model: ModelReport) -> list[str]:
     return lines
 
 
+def _target_matrix(model: ModelReport) -> list[str]:
+    """One row per target asked for (``metrics["targets"]``)."""
+    rows = model.metrics.get("targets")
+    if not isinstance(rows, list) or not rows:
+        return []
+    lines = [
+        "| target | result | size MB | latency ms | drift | detail |",
+        "|---|---|---:|---:|---:|---|",
+    ]
+    for row in rows:
+        figures = [row.get(k) for k in ("size_mb", "latency_ms", "drift")]
+        cells = [code(row.get("target")), text(row.get("result"))]
+        cells += [number(v) if v is not None else "" for v in figures]
+        cells.append(text(str(row.get("detail") or "")[:120]))
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
 def _bytes_chart(model: ModelReport) -> list[str]:
     """Where the bytes are: the largest layers' share of the weights, as a Mermaid pie."""
     m = model.metrics
@@ -341,6 +359,9 @@ def _model_section(model: ModelReport) -> list[str]:
     table = _metrics_table(model)
     if table:
         lines += ["**Metrics**", "", *table, ""]
+    matrix = _target_matrix(model)
+    if matrix:
+        lines += ["**Targets**", "", *matrix, ""]
     chart = _bytes_chart(model)
     if chart:
         lines += ["**Where the bytes are**", "", *chart, ""]

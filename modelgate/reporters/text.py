@@ -99,6 +99,26 @@ def _metrics_table(model: ModelReport, color: bool) -> list[str]:
     return out
 
 
+def _target_matrix(model: ModelReport, color: bool) -> list[str]:
+    """One row per target asked for (``metrics["targets"]``): result, size, latency, drift."""
+    rows = model.metrics.get("targets")
+    if not isinstance(rows, list) or not rows:
+        return []
+    table = [("target", "result", "size_mb", "latency_ms", "drift", "detail")]
+    for row in rows:
+        table.append((
+            str(row.get("target")), str(row.get("result")), _figure("size_mb", row.get("size_mb")),
+            _figure("latency_ms", row.get("latency_ms")), _figure("drift", row.get("drift")),
+            str(row.get("detail") or "")[:70],
+        ))  # fmt: skip
+    widths = [max(len(r[i]) for r in table) for i in range(6)]
+    out = []
+    for index, row in enumerate(table):
+        line = "  " + "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
+        out.append(_paint(line, "dim", color) if index == 0 else line)
+    return out
+
+
 def _plain(text: str) -> str:
     return _ANSI.sub("", text)
 
@@ -147,6 +167,7 @@ def render(report: Report, color: bool = False) -> str:
         new_total += sum(new)
         compared = compared or isinstance(model.metrics.get("baseline"), dict)
         lines.extend(_metrics_table(model, color))
+        lines.extend(_target_matrix(model, color))
         lines.extend(_baseline(model, new))
         for f, is_new in zip(model.findings, new, strict=True):
             where = f.location.describe()
