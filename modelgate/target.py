@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Any
 
-_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
+_NAME = re.compile(r"^[a-z][a-z0-9_]*(-[a-z0-9_]+)*$")  # "coreml", "ort-mobile"
 _REQUIRED = ("NAME", "LABEL", "EXTRA", "REQUIRES", "CONVERSION", "CONVERTING")
 FAIL_KINDS = ("error", "timeout", "memory", "crash")
 
@@ -161,7 +161,9 @@ def _read(module: ModuleType) -> Target:
             raise TargetError(f"{where}: declares no {key}")
     name = module.NAME
     if not isinstance(name, str) or not _NAME.match(name):
-        raise TargetError(f"{where}: NAME must be lower-case letters, digits and _, got {name!r}")
+        raise TargetError(
+            f"{where}: NAME must be lower-case letters, digits, _ and inner -, got {name!r}"
+        )
     for hook in ("op_verdict", "step"):
         if not callable(getattr(module, hook, None)):
             raise TargetError(f"{where}: no {hook}()")

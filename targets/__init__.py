@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from modelgate.target import Target, TargetRegistry
 
-from . import coreml, executorch, onnx
+from . import coreml, executorch, onnx, ort_mobile
 
-REGISTRY = TargetRegistry([coreml, onnx, executorch])
+REGISTRY = TargetRegistry([coreml, onnx, executorch, ort_mobile])
 
 __all__ = ["REGISTRY", "Target"]
