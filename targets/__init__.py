@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from modelgate.target import Target, TargetRegistry
 
-from . import coreml, executorch, onnx, ort_mobile
+from . import coreml, executorch, litert, onnx, ort_mobile
 
-REGISTRY = TargetRegistry([coreml, onnx, executorch, ort_mobile])
+REGISTRY = TargetRegistry([coreml, onnx, executorch, litert, ort_mobile])
 
 __all__ = ["REGISTRY", "Target"]

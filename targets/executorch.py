@@ -214,34 +214,20 @@ def _run(
 ) -> None:
     from importlib import metadata
 
-    from modelgate.checks import measure, steps
+    from modelgate.checks import steps
 
     def call(sample: list[np.ndarray]) -> list[np.ndarray]:
         return [o.detach().float().numpy() for o in method.execute(steps.tensors(sample))]
 
-    if reference is not None:
-        emit.stage("executorch_drift: running the .pte in the ExecuTorch runtime")
-        try:
-            outputs = measure.stack([call(s) for s in samples])
-            drift = measure.compare_outputs(reference, outputs)
-            drift.update(method=f"the .pte run by the ExecuTorch runtime ({BACKEND}) on this "
-                         "CPU against torch, same inputs", samples=len(samples))  # fmt: skip
-        except Exception as exc:
-            drift = {"error": f"{type(exc).__name__}: {str(exc)[:300]}"}
-        emit("executorch_drift", drift)
-    if job.latency:
-        emit.stage("latency: timing the ExecuTorch runtime")
-        settings = job.settings.measure
-        inputs = steps.tensors(samples[0])
-        try:
-            result = measure.latency(lambda: method.execute(inputs), settings.warmup, settings.runs)
-        except Exception as exc:
-            emit("latency", {"error": f"{type(exc).__name__}: {str(exc)[:300]}"})
-            return
-        version = metadata.version("executorch")
-        result.update(runtime=f"ExecuTorch {version} CPU ({BACKEND})", threads=1,
-                      model="the lowered .pte")  # fmt: skip
-        emit("latency", result)
+    inputs = steps.tensors(samples[0])
+    steps.measure_converted(
+        emit, job, call, samples, reference,
+        runtime=f"ExecuTorch {metadata.version('executorch')} CPU ({BACKEND})",
+        method=f"the .pte run by the ExecuTorch runtime ({BACKEND}) on this CPU against torch, "
+        "same inputs",
+        model="the lowered .pte", threads=f"{BACKEND}'s default",
+        timed=lambda: method.execute(inputs),
+    )  # fmt: skip
 
 
 _PLUMBING = ("executorch_call_delegate", "getitem", "alloc", "sym_size")

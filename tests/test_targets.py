@@ -41,7 +41,7 @@ def _linear():
 
 
 def test_the_registry_holds_core_ml_and_onnx() -> None:
-    assert REGISTRY.names() == ("coreml", "onnx", "executorch", "ort-mobile")
+    assert REGISTRY.names() == ("coreml", "onnx", "executorch", "litert", "ort-mobile")
     assert REGISTRY.defaults() == ("coreml", "onnx")
     assert REGISTRY.preset_owner("palettize-4").name == "coreml"
     assert REGISTRY.preset_owner("bogus") is None
@@ -82,7 +82,7 @@ def test_a_registered_target_is_in_the_cli_and_the_schema(toy, run_cli) -> None:
     from modelgate import config as cfg
 
     code, out, _ = run_cli("check", "--help")
-    assert code == 0 and "{coreml,onnx,executorch,ort-mobile,toy}" in out
+    assert code == 0 and "{coreml,onnx,executorch,litert,ort-mobile,toy}" in out
     schema = cfg.build_schema()["properties"]
     assert "toy" in schema["targets"]["items"]["enum"]
     assert "toy" in schema["convert"]["oneOf"][0]["enum"]
@@ -203,7 +203,7 @@ def test_modelgate_targets_lists_each_with_what_it_needs(toy, run_cli) -> None:
         REGISTRY.unregister(missing.name)
     lines = {line.split()[0]: line for line in out.splitlines()}
     assert code == 0
-    assert list(lines) == ["coreml", "onnx", "executorch", "ort-mobile", "toy", "fake"]
+    assert list(lines) == ["coreml", "onnx", "executorch", "litert", "ort-mobile", "toy", "fake"]
     assert "default" in lines["coreml"] and "compress: palettize-8" in lines["coreml"]
     assert lines["toy"].split()[2] == "opt-in"
     assert lines["fake"].endswith("needs no_such_package_mg: pip install 'modelgate-lint[fake]'")

@@ -192,3 +192,42 @@ def _torch_latency(model: Loaded, sample: list[np.ndarray], settings: Any) -> di
         model="the original FP32 model",
     )
     return result
+
+
+def measure_converted(
+    emit: Emit,
+    job: Job,
+    call: Callable[[list[np.ndarray]], list[np.ndarray]],
+    samples: list[list[np.ndarray]],
+    reference: list[np.ndarray] | None,
+    *,
+    runtime: str,
+    method: str,
+    model: str,
+    threads: Any,
+    timed: Callable[[], Any] | None = None,
+) -> None:
+    """What every target whose runtime runs here does with what it made: its drift against
+    the original on the same samples (``<target>_drift``), then its latency (``latency``).
+    ``call`` runs one sample; ``timed`` is what is timed (default: ``call`` on the first)."""
+    if reference is not None:
+        emit.stage(f"{job.target}_drift: running {runtime}")
+        try:
+            drift = measure.compare_outputs(reference, measure.stack([call(s) for s in samples]))
+            drift.update(method=method, samples=len(samples))
+        except Exception as exc:
+            drift = {"error": f"{type(exc).__name__}: {str(exc)[:300]}"}
+        emit(f"{job.target}_drift", drift)
+    if not job.latency:
+        return
+    emit.stage(f"latency: timing {runtime}")
+    settings = job.settings.measure
+    try:
+        result = measure.latency(
+            timed or (lambda: call(samples[0])), settings.warmup, settings.runs
+        )
+    except Exception as exc:
+        emit("latency", {"error": f"{type(exc).__name__}: {str(exc)[:300]}"})
+        return
+    result.update(runtime=runtime, threads=threads, model=model)
+    emit("latency", result)
