@@ -8,6 +8,7 @@ exactly when the interpreter refuses the model, the same file size, and none whe
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import sys
 import textwrap
@@ -16,9 +17,13 @@ from pathlib import Path
 import background
 import pytest
 
-pytest.importorskip("litert_torch")
-pytest.importorskip("ai_edge_litert")
 torch = pytest.importorskip("torch")
+TOOLCHAIN = (
+    "litert_torch",
+    "ai_edge_litert",
+)  # run in child processes: a broken install fails there, never skips
+if not all(importlib.util.find_spec(p) for p in TOOLCHAIN):
+    pytest.skip("the toolchain is not installed", allow_module_level=True)
 
 _AHEAD: dict[str, Path] = {}
 RUNS = f"{__name__}.runs"  # modelgate's check and the bare toolchain, side by side

@@ -231,3 +231,14 @@ def test_a_targets_one_time_setup_runs_once_per_worker(toy, monkeypatch) -> None
     monkeypatch.setattr(toy.module, "warm", broken)
     monkeypatch.setattr(pipeline, "_WARMED", set())
     assert pipeline._preload("toy", job) is None  # the step will say what is wrong
+
+
+def test_every_targets_toolchain_is_installed_where_all_is() -> None:
+    """`make test` installs `.[all]`: each target's packages must be there, so the target
+    tests never skip in CI (they run the toolchains in child processes, which fail loudly on
+    a toolchain that installs and then does not import, like ExecuTorch 1.3.1 beside torch
+    2.13)."""
+    import importlib.util
+
+    missing = sorted({p for t in REGISTRY for p in t.requires if not importlib.util.find_spec(p)})
+    assert missing == []
