@@ -1,10 +1,12 @@
 """The ExecuTorch target against ExecuTorch itself, both ways.
 
-Small models built here: a CNN with hardswish (lowers, delegates to XNNPACK, loads and runs)
-and one using sort / topk / cumsum (lowers and writes a ``.pte`` that the runtime refuses to
-load: "Missing operator: aten::sort.values"). modelgate's report is compared with what the
-bare toolchain does on the same files in a fresh process: the same delegation counts and
-operator list, MG108 exactly when the runtime refuses the program, and none when it runs.
+Small models built here: a CNN with hardswish (lowers, delegates to XNNPACK, loads and runs),
+one using sort / topk / cumsum (lowers and writes a ``.pte`` that the runtime refuses to load:
+"Missing operator: aten::sort.values"), a transformer encoder with a causal mask (runs, with
+its layer norms and mask ops on portable kernels) and an FFT model (fails to lower).
+modelgate's report is compared with what the bare toolchain does on the same files in a
+fresh process: the same delegation counts and operator list, MG108 exactly when the runtime
+refuses the program, MG107 at the op when lowering fails, and none when it runs.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ if not all(importlib.util.find_spec(p) for p in TOOLCHAIN):
 
 _AHEAD: dict[str, Path] = {}
 RUNS = f"{__name__}.runs"  # modelgate's check and the bare toolchain, side by side
+FILES = ("cnn.pt2", "sorts.pt2", "encoder.pt2", "spectrum.pt2")
 
 MODELS = textwrap.dedent(
     """
@@ -45,6 +48,21 @@ MODELS = textwrap.dedent(
             values, _ = torch.sort(x, dim=1)
             top = torch.topk(x, 2, dim=1).values
             return torch.cumsum(values, 1)[:, :2] + top
+
+    class Encoder(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            layer = torch.nn.TransformerEncoderLayer(16, 2, 32, batch_first=True)
+            self.enc = torch.nn.TransformerEncoder(layer, 2, enable_nested_tensor=False)
+            self.emb = torch.nn.Embedding(50, 16)
+
+        def forward(self, ids):
+            mask = torch.nn.Transformer.generate_square_subsequent_mask(ids.shape[1])
+            return self.enc(self.emb(ids), mask=mask, is_causal=True)
+
+    class Spectrum(torch.nn.Module):
+        def forward(self, x):
+            return torch.fft.rfft(x).abs()
     """
 )
 
@@ -60,19 +78,23 @@ BARE_SCRIPT = textwrap.dedent(
     out = {}
     for path in sys.argv[1:]:
         program = torch.export.load(path)
-        edge = to_edge_transform_and_lower(program, partitioner=[XnnpackPartitioner()])
+        try:
+            edge = to_edge_transform_and_lower(program, partitioner=[XnnpackPartitioner()])
+        except Exception as exc:
+            out[path] = {"lowers": False, "error": f"{type(exc).__name__}: {exc}"}
+            continue
         info = get_delegation_info(edge.exported_program().graph_module)
         pte = edge.to_executorch()
         plan = pte.executorch_program.execution_plan[0]
         operators = sorted(f"{o.name}.{o.overload}" for o in plan.operators)
         try:
             method = Runtime.get().load_program(pte.buffer).load_method("forward")
-            inputs = [torch.randn(*s.shape) for s in program.example_inputs[0]]
+            inputs = list(program.example_inputs[0])
             method.execute(inputs)
             loads = True
         except Exception:
             loads = False
-        out[path] = {"delegated": info.num_delegated_nodes,
+        out[path] = {"lowers": True, "delegated": info.num_delegated_nodes,
                      "nodes": info.num_delegated_nodes + info.num_non_delegated_nodes,
                      "operators": operators, "loads": loads, "bytes": len(pte.buffer)}
     print(json.dumps(out))
@@ -89,11 +111,14 @@ def _build(tmp_path_factory: pytest.TempPathFactory) -> Path:
     finally:
         sys.path.remove(str(root))
     torch.manual_seed(0)
-    for name, model, shape in [
-        ("cnn", models.CNN(), (1, 3, 16, 16)),
-        ("sorts", models.Sorts(), (1, 8)),
-    ]:
-        program = torch.export.export(model.eval(), (torch.randn(*shape),))
+    built = [
+        ("cnn", models.CNN(), torch.randn(1, 3, 16, 16)),
+        ("sorts", models.Sorts(), torch.randn(1, 8)),
+        ("encoder", models.Encoder(), torch.randint(0, 50, (1, 8))),
+        ("spectrum", models.Spectrum(), torch.randn(1, 8)),
+    ]
+    for name, model, sample in built:
+        program = torch.export.export(model.eval(), (sample,))
         torch.export.save(program, root / f"{name}.pt2")
     return root
 
@@ -102,12 +127,12 @@ def _commands(root: Path) -> list[background.Command]:
     env = {**background.environ(), "MODELGATE_NO_PROGRESS": "1"}
     return [
         background.Command(
-            [sys.executable, "-m", "modelgate", "check", "cnn.pt2", "sorts.pt2",
+            [sys.executable, "-m", "modelgate", "check", *FILES,
              "--target", "executorch", "--convert", "executorch", "--format", "json", "-j", "1"],
             cwd=root, env=env, timeout=600,
         ),
         background.Command(
-            [sys.executable, "-c", BARE_SCRIPT, "cnn.pt2", "sorts.pt2"], cwd=root, timeout=600
+            [sys.executable, "-c", BARE_SCRIPT, *FILES], cwd=root, timeout=600
         ),
     ]  # fmt: skip
 
@@ -138,7 +163,7 @@ def bare(root: Path) -> dict[str, dict]:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-@pytest.mark.parametrize("name", ["cnn.pt2", "sorts.pt2"])
+@pytest.mark.parametrize("name", ["cnn.pt2", "sorts.pt2", "encoder.pt2"])
 def test_delegation_and_operators_are_the_toolchains(report, bare, name: str) -> None:
     ours = report[name]["metrics"]["conversions"]["executorch"]
     theirs = bare[name]
@@ -198,3 +223,22 @@ def test_mg003_says_it_has_no_static_table(report) -> None:
         "MG003: executorch: modelgate has no static op table for ExecuTorch; --convert "
         "executorch runs the ExecuTorch lowering and reports what fails"
     ) in report["cnn.pt2"]["notes"]
+
+
+def test_a_transformer_keeps_its_mask_and_norm_ops_on_portable_kernels(report, bare) -> None:
+    ours = report["encoder.pt2"]["metrics"]["conversions"]["executorch"]
+    assert bare["encoder.pt2"]["loads"] is True and ours["ok"] is True
+    portable = {e["op"] for e in ours["portable_ops"]}
+    assert {"aten::expand_copy", "aten::native_layer_norm"} <= portable
+    assert ours["delegated_nodes"] < ours["nodes"]  # the matmuls went to XNNPACK, not all
+    assert report["encoder.pt2"]["findings"] == []  # light ops: no MACs share worth MG109
+
+
+def test_a_lowering_failure_is_mg107_at_the_op_and_line(report, bare) -> None:
+    assert bare["spectrum.pt2"]["lowers"] is False
+    assert bare["spectrum.pt2"]["error"].startswith("SpecViolationError")
+    (finding,) = report["spectrum.pt2"]["findings"]
+    where = finding["location"]
+    line = MODELS.splitlines().index("        return torch.fft.rfft(x).abs()") + 1
+    assert (finding["rule"], where["op"], where["source"]["line"]) == ("MG107", "aten::abs", line)
+    assert finding["message"].startswith("ExecuTorch lowering failed at abs: SpecViolationError")
