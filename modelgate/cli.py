@@ -170,12 +170,14 @@ def _targets() -> int:
     them), whether MG003 checks it by default, its compression presets."""
     import importlib.util
 
+    name = max(len(t.name) for t in TARGETS)
+    label = max(len(t.label) for t in TARGETS)
     for target in TARGETS:
         missing = [p for p in target.requires if importlib.util.find_spec(p) is None]
         state = "installed" if not missing else f"needs {', '.join(missing)}: {target.install}"
         default = "default" if target.default else "opt-in"
         presets = f"; compress: {', '.join(target.presets)}" if target.presets else ""
-        print(f"{target.name:<10} {target.label:<10} {default:<8} {state}{presets}")
+        print(f"{target.name:<{name}}  {target.label:<{label}}  {default:<7}  {state}{presets}")
     return EXIT_PASS
 
 
