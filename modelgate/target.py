@@ -12,6 +12,7 @@ through :class:`Target` and name no target themselves::
     CONVERSION = "Core ML conversion"   # what converting to it is called
     CONVERTING = "converting to Core ML"  # the stage its step reports while converting
     def op_verdict(name, fmt, dialect): ...   # MG003: why an op will not convert, or None
+                                        # (not needed with PREDICTS = False: no static table)
     def step(emit, job, model, samples, reference): ...  # in the child: convert and measure
 
 Optional declarations, with their defaults, are the fields of :class:`Target` below.
@@ -96,7 +97,8 @@ class Target:
 
     def op_verdict(self, name: str, fmt: str, dialect: str | None) -> Any:
         """MG003's verdict on one op (an object with ``status`` and ``reason``), or None."""
-        return self.module.op_verdict(name, fmt, dialect)
+        hook = getattr(self.module, "op_verdict", None)
+        return hook(name, fmt, dialect) if hook else None
 
     def file_issues(self, graph: Any) -> tuple[list[Any], str | None]:
         """MG003 on a file it checks as given: (issues, a note or None)."""
@@ -164,7 +166,8 @@ def _read(module: ModuleType) -> Target:
         raise TargetError(
             f"{where}: NAME must be lower-case letters, digits, _ and inner -, got {name!r}"
         )
-    for hook in ("op_verdict", "step"):
+    predicts = bool(getattr(module, "PREDICTS", True))
+    for hook in ("op_verdict", "step") if predicts else ("step",):
         if not callable(getattr(module, hook, None)):
             raise TargetError(f"{where}: no {hook}()")
     label = module.LABEL
@@ -182,7 +185,7 @@ def _read(module: ModuleType) -> Target:
         converting=module.CONVERTING,
         default=bool(getattr(module, "DEFAULT", False)),
         op_fix=getattr(module, "OP_FIX", Target.op_fix),
-        predicts=bool(getattr(module, "PREDICTS", True)),
+        predicts=predicts,
         failure_rule=getattr(module, "FAILURE_RULE", None),
         failure_fixes=fixes,
         later_stages=frozenset(getattr(module, "LATER_STAGES", ())),
@@ -262,6 +265,21 @@ class TargetRegistry:
 
     def find(self, name: str) -> Target | None:
         return self._targets.get(name)
+
+    def file_formats(self) -> set[str]:
+        """Formats some target checks as given (ONNX): files of them hold no torch ops."""
+        return {fmt for t in self for fmt in t.file_formats}
+
+    def refusal(self, target: Target, fmt: str) -> str | None:
+        """Why ``target`` cannot take a model of format ``fmt`` (its own reason, or that the
+        format is a file another target checks as given), or None; the plan, MG003 and MG106
+        all say it this way."""
+        if fmt in target.file_formats:
+            return None
+        own = target.refuses(fmt)
+        if own is None and fmt in self.file_formats():
+            return f"it does not take {fmt} files"
+        return own
 
     def presets(self) -> dict[str, Any]:
         """Every compression preset, by name, in target order."""

@@ -78,9 +78,7 @@ def check(graph: ModelGraph, options: dict) -> Iterator[Problem | Skip | Note]:
         if graph.format in target.file_formats:
             yield from _file(graph, target)
             continue
-        refusal = target.refuses(graph.format)
-        if refusal is None and graph.format in _file_formats():  # no graph of torch ops
-            refusal = f"it does not take {graph.format} files"
+        refusal = TARGETS.refusal(target, graph.format)
         if refusal:
             yield Skip(f"{target.name}: {refusal}: check the PyTorch model")
             continue
@@ -109,11 +107,6 @@ def check(graph: ModelGraph, options: dict) -> Iterator[Problem | Skip | Note]:
                 seen.add(site)
                 flagged.append((op, name, verdict.reason))
         yield from _judged(graph, target, flagged, unknown)
-
-
-def _file_formats() -> set[str]:
-    """Formats some target checks as given (ONNX): files of them hold no torch ops."""
-    return {fmt for t in TARGETS for fmt in t.file_formats}
 
 
 def _judged(

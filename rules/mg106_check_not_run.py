@@ -120,11 +120,9 @@ def _op_check_blocked(graph: ModelGraph, name: str) -> tuple[str, str | None] | 
     target = TARGETS.find(name)
     if target is not None and graph.format in target.file_formats:
         return None
-    refusal = target.refuses(graph.format) if target is not None else None
-    if refusal is None and any(graph.format in t.file_formats for t in TARGETS):
-        refusal = f"it does not take {graph.format} files"  # as MG003 says
+    refusal = TARGETS.refusal(target, graph.format) if target is not None else None
     if refusal is not None:
-        exported = any(graph.format in t.file_formats for t in TARGETS)  # an ONNX file
+        exported = graph.format in TARGETS.file_formats()  # an ONNX file
         fix = f"check the PyTorch model the {graph.format.upper()} file was exported from"
         return refusal, fix if exported else None
     if graph.has_graph:

@@ -68,11 +68,6 @@ def refuses(fmt: str) -> str | None:
 PREDICTS = False  # no static op table: MG003 says so; --convert executorch is the check
 
 
-def op_verdict(name: str, fmt: str, dialect: str | None) -> None:
-    """No static table: which ops lower, delegate and have kernels is decided by lowering."""
-    return None
-
-
 def summary(result: dict[str, Any]) -> str:
     """The target matrix's detail: "3/7 nodes on XNNPACK; portable: aten::mean x1"."""
     portable = ", ".join(f"{e['op']} x{e['count']}" for e in result.get("portable_ops") or [])

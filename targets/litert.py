@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
-import tempfile
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -50,10 +48,6 @@ def refuses(fmt: str) -> str | None:
     return None
 
 
-def op_verdict(name: str, fmt: str, dialect: str | None) -> None:
-    return None
-
-
 def modules(job: Any) -> list[str]:
     return list(MODULES)
 
@@ -79,8 +73,7 @@ def step(
 
     from modelgate.checks import steps
 
-    folder = tempfile.mkdtemp(prefix="modelgate-litert-")
-    try:
+    with steps.scratch(NAME) as folder:
         path = os.path.join(folder, "model.tflite")
         emit.stage(f"litert: {CONVERTING}")
         start = time.perf_counter()
@@ -109,8 +102,6 @@ def step(
         facts["tensors"] = len(interpreter.get_tensor_details())
         emit(NAME, facts)
         _run(emit, job, interpreter, samples, reference)
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
 
 
 def load(path: str, threads: int = 1) -> Any:

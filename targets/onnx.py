@@ -10,10 +10,6 @@ latency come from ONNX Runtime itself on this CPU.
 
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
-import time
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # the steps' types; what they use is imported in the child, when it runs
@@ -109,27 +105,10 @@ def step(
     """In the child: export to ONNX, then check, open and run the export (:func:`_onnx_run`)."""
     from modelgate.checks import onnx_export, steps
 
-    folder = tempfile.mkdtemp(prefix="modelgate-onnx-")
-    try:
-        path = os.path.join(folder, "model.onnx")
-        emit.stage("onnx: exporting to ONNX")
-        start = time.perf_counter()
-        try:
-            facts = onnx_export.export(
-                model.program, model.kind, tuple(steps.tensors(samples[0])), path
-            )
-        except Exception as exc:
-            emit(
-                "onnx",
-                {"ok": False, "stage": "exporting to ONNX", **steps.converter_error(exc, job)},
-            )
-            return
-        facts["seconds"] = round(time.perf_counter() - start, 3)
-        facts["bytes"] = onnx_export.files_bytes(path)
-        facts["opset"] = onnx_export.opset(path)
-        _onnx_run(emit, job, path, facts, samples, reference)
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
+    with steps.scratch(NAME) as folder:
+        exported = onnx_export.export_model(emit, job, model, samples, folder)
+        if exported is not None:
+            _onnx_run(emit, job, *exported, samples, reference)
 
 
 def file_step(emit: Emit, job: steps.Job) -> None:

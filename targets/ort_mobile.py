@@ -12,9 +12,6 @@ MG110: the rest runs on the CPU provider with device copies between the parts.
 
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # the steps' types; what they use is imported in the child, when it runs
@@ -35,10 +32,6 @@ PREDICTS = False  # its analysis needs onnxruntime's optimizer: --convert ort-mo
 FILE_FORMATS = {"onnx": "the ONNX file"}
 FILE_CHECK = "ONNX Runtime Mobile partitioning"
 MODULES = ("numpy", "onnx", "onnxruntime", "onnxruntime.tools.mobile_helpers.usability_checker")
-
-
-def op_verdict(name: str, fmt: str, dialect: str | None) -> None:
-    return None
 
 
 def summary(result: dict[str, Any]) -> str:
@@ -72,20 +65,11 @@ def step(
     """In the child: export the model to ONNX, then partition the export."""
     from modelgate.checks import onnx_export, steps
 
-    folder = tempfile.mkdtemp(prefix="modelgate-ort-mobile-")
-    try:
-        path = os.path.join(folder, "model.onnx")
-        emit.stage(f"ort-mobile: {EXPORTING}")
-        try:
-            facts = onnx_export.export(
-                model.program, model.kind, tuple(steps.tensors(samples[0])), path
-            )
-        except Exception as exc:
-            emit(NAME, {"ok": False, "stage": EXPORTING, **steps.converter_error(exc, job)})
-            return
-        _analyze(emit, job, path, {"exporter": facts.get("exporter")})
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
+    with steps.scratch(NAME) as folder:
+        exported = onnx_export.export_model(emit, job, model, samples, folder)
+        if exported is not None:
+            path, facts = exported
+            _analyze(emit, job, path, {"exporter": facts["exporter"]})
 
 
 def _analyze(emit: Emit, job: Any, path: str, facts: dict[str, Any]) -> None:

@@ -10,8 +10,11 @@ that a latency means the same thing from one run to the next.
 from __future__ import annotations
 
 import os
+import time
 import warnings
 from typing import Any
+
+EXPORTING = "exporting to ONNX"
 
 
 def export(source: Any, kind: str, example: tuple[Any, ...], path: str) -> dict[str, Any]:
@@ -27,6 +30,25 @@ def export(source: Any, kind: str, example: tuple[Any, ...], path: str) -> dict[
             torch.onnx.export(source, (), path, dynamo=True)
             exporter = "torch.onnx (dynamo exporter)"
     return {"exporter": exporter}
+
+
+def export_model(emit: Any, job: Any, model: Any, samples: list, folder: str) -> Any:
+    """A step's model exported to ``folder``/model.onnx: (path, facts with the exporter,
+    seconds, bytes and opset), or None once the failure is emitted as ``job.target``'s."""
+    from modelgate.checks import steps
+
+    path = os.path.join(folder, "model.onnx")
+    emit.stage(f"{job.target}: {EXPORTING}")
+    start = time.perf_counter()
+    try:
+        facts = export(model.program, model.kind, tuple(steps.tensors(samples[0])), path)
+    except Exception as exc:
+        emit(job.target, {"ok": False, "stage": EXPORTING, **steps.converter_error(exc, job)})
+        return None
+    facts["seconds"] = round(time.perf_counter() - start, 3)
+    facts["bytes"] = files_bytes(path)
+    facts["opset"] = opset(path)
+    return path, facts
 
 
 def files_bytes(path: str) -> int:

@@ -133,7 +133,7 @@ def plan(
         timer = checkers[0] if latency and not any(t in converters for t in checkers) else None
         for target in converters:
             if target not in checkers:
-                why = target.refuses(graph.format) or f"it does not take {graph.format} files"
+                why = TARGETS.refusal(target, graph.format)
                 out.append((target.name, None, f"{why}: convert the PyTorch model"))
         for target in checkers:
             if target in converters or target is timer:
@@ -141,7 +141,7 @@ def plan(
                 out.append((target.name, job(target, latency=timed, drift=False), None))
                 latency = latency and not timed
         return out
-    refused = {t.name: t.refuses(graph.format) for t in converters}
+    refused = {t.name: TARGETS.refusal(t, graph.format) for t in converters}
     takers = [t for t in converters if not refused[t.name]]
     timer = next((t for t in takers if t.runtime), takers[0] if takers else None)
     for target in converters:

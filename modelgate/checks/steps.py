@@ -11,7 +11,9 @@ synthetic inputs against the original model run in FP32 by torch.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Mapping
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -99,6 +101,16 @@ def converter_error(exc: BaseException, job: Job, logs: list | None = None) -> d
         where = f" (the memory limit is {limit} MB: isolation.memory_mb)" if limit else ""
         return {"kind": "memory", "error": f"ran out of memory{where}", "op": None}
     return {"kind": "error", **errors.describe_error(exc, logs)}
+
+
+@contextlib.contextmanager
+def scratch(target: str) -> Iterator[str]:
+    """A folder for what a step writes (an ``.onnx``, a ``.tflite``), deleted afterwards."""
+    folder = tempfile.mkdtemp(prefix=f"modelgate-{target}-")
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 _LIMITS: list[Any] = []  # keeps the thread-pool limits of this (child) process in force
