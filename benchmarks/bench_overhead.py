@@ -33,6 +33,9 @@ import tempfile
 import time
 from pathlib import Path
 
+# a benchmark times the work: the result cache (on by default) would answer repeat runs
+os.environ.setdefault("MODELGATE_NO_CACHE", "1")
+
 BARE = r"""
 import os, sys, warnings
 os.environ.setdefault("TQDM_DISABLE", "1")

@@ -25,6 +25,9 @@ import tempfile
 import time
 from pathlib import Path
 
+# a benchmark times the work: the result cache (on by default) would answer repeat runs
+os.environ.setdefault("MODELGATE_NO_CACHE", "1")
+
 # Runs one command and reports its wall time and the peak RSS of its process tree.
 MEASURE = r"""
 import json, resource, subprocess, sys, time

@@ -16,12 +16,16 @@ ort-mobile 6.9 / 7.5 / 0.93.
 from __future__ import annotations
 
 import argparse
+import os
 import subprocess
 import sys
 import tempfile
 import textwrap
 import time
 from pathlib import Path
+
+# a benchmark times the work: the result cache (on by default) would answer repeat runs
+os.environ.setdefault("MODELGATE_NO_CACHE", "1")
 
 BARE = {
     "coreml": """

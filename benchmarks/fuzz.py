@@ -12,6 +12,7 @@ counts and every crash and hang; exits 1 if there was any, or if the planted pay
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import sys
 import tempfile
@@ -22,6 +23,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
 import fuzzing  # noqa: E402
+
+# a benchmark times the work: the result cache (on by default) would answer repeat runs
+os.environ.setdefault("MODELGATE_NO_CACHE", "1")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import struct
 import subprocess
@@ -21,6 +22,9 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+# a benchmark times the work: the result cache (on by default) would answer repeat runs
+os.environ.setdefault("MODELGATE_NO_CACHE", "1")
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = (

@@ -63,6 +63,18 @@ def _scalars(metrics: dict[str, Any]) -> dict[str, float]:
     }
 
 
+def _targets(metrics: dict[str, Any]) -> dict[str, dict[str, float]]:
+    """Each target's own budgetable figures (size, latency, drift), for per-target growth
+    limits (``budget.targets``)."""
+    out = {}
+    for name, entry in (metrics.get("conversions") or {}).items():
+        if isinstance(entry, dict):
+            figures = _scalars({k: entry.get(k) for k in ("size_mb", "latency_ms", "drift")})
+            if figures:
+                out[name] = figures
+    return out
+
+
 def _difference(new: float, old: float) -> float:
     change = new - old
     return change if isinstance(change, int) else float(f"{change:.6g}")
@@ -73,10 +85,11 @@ def attach(new: ModelReport, old: ModelReport, base_path: str, ref: str | None =
     before, after = _scalars(old.metrics), _scalars(new.metrics)
     delta = {k: _difference(after[k], v) for k, v in before.items() if k in after}
     pct = {k: round(100 * d / before[k], 2) for k, d in delta.items() if before[k] and k in after}
+    targets = _targets(old.metrics)
     new.metrics["baseline"] = {
         "path": base_path,
         "ref": ref,
-        "metrics": before,
+        "metrics": {**before, **({"conversions": targets} if targets else {})},
         "delta": delta,
         "delta_pct": pct,
         "passed": old.passed,

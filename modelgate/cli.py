@@ -107,6 +107,15 @@ def _parser() -> argparse.ArgumentParser:
         "--timeout", type=_positive(float), metavar="SECONDS",
         help="time limit per model; a model over it is MG902 (default: config, else 300)",
     )  # fmt: skip
+    check.add_argument(
+        "--no-cache", action="store_true",
+        help="neither read nor write the result cache (also MODELGATE_NO_CACHE=1)",
+    )  # fmt: skip
+    check.add_argument(
+        "--cache-dir", metavar="DIR",
+        help="the result cache's folder (default: MODELGATE_CACHE_DIR, cache.dir in the "
+        "config, else .modelgate_cache here)",
+    )  # fmt: skip
 
     sub.add_parser("rules", help="list the rules")
     sub.add_parser(
@@ -250,6 +259,8 @@ def _options(args: argparse.Namespace) -> Options:
         input_shapes=tuple(args.input_shape),
         jobs=args.jobs,
         timeout=args.timeout,
+        no_cache=args.no_cache,
+        cache_dir=args.cache_dir,
     )
 
 

@@ -62,6 +62,8 @@ class Config:
     timeout: float = 300.0  # seconds one model's check may take before it is MG902
     checks: CheckSettings = field(default_factory=CheckSettings)  # convert, compress, measure
     budget: dict[str, Limit] = field(default_factory=dict)  # metric -> limit
+    cache: bool = True  # reuse results of files checked before (modelgate.cache)
+    cache_dir: str | None = None  # None: MODELGATE_CACHE_DIR, else .modelgate_cache here
 
     def setting(self, rule_id: str) -> RuleSetting:
         return self.rules.get(rule_id, RuleSetting())
@@ -177,8 +179,23 @@ def build_schema() -> dict[str, Any]:
                 "type": "number",
                 "exclusiveMinimum": 0,
             },
+            "cache": {
+                "description": "the result cache: a file checked before with the same "
+                "settings and toolchains is not checked again (default: on, in "
+                ".modelgate_cache in the current folder)",
+                "type": "object",
+                "properties": {
+                    "enabled": {"type": "boolean", "default": True},
+                    "dir": {
+                        "description": "the cache folder, relative to this config file's",
+                        "type": "string",
+                        "minLength": 1,
+                    },
+                },
+                "additionalProperties": False,
+            },
             **check_settings.schema(),
-            **budget_limits.schema(),
+            **budget_limits.schema({t.name: t.label for t in TARGETS}),
         },
     }
     return schema
@@ -256,6 +273,8 @@ def load(path: str | None = None, start: str = ".") -> Config:
     config = from_dict(doc, source=path)
     config.path = path
     config.root = str(Path(path).resolve().parent)
+    if config.cache_dir is not None:  # relative to the config file, not to where it runs
+        config.cache_dir = os.path.join(config.root, config.cache_dir)
     return config
 
 
@@ -297,6 +316,8 @@ def from_dict(doc: dict[str, Any], source: str = "config") -> Config:
         timeout=float(doc.get("timeout", Config.timeout)),
         checks=check_settings.parse(doc),
         budget=budget_limits.parse(doc.get("budget")),
+        cache=bool((doc.get("cache") or {}).get("enabled", True)),
+        cache_dir=(doc.get("cache") or {}).get("dir"),
     )
 
 
@@ -339,6 +360,15 @@ def _describe(error: Any, doc: dict[str, Any]) -> str:
         name = extra[0] if extra else "?"
         if path == ["rules"]:
             return f'unknown rule "{name}" under rules (known: {", ".join(REGISTRY.ids())})'
+        if path == ["budget", budget_limits.TARGETS_KEY]:
+            known = ", ".join(TARGETS.names())
+            return f'unknown target "{name}" under budget.targets (known: {known})'
+        if path[:2] == ["budget", budget_limits.TARGETS_KEY] and len(path) == 3:
+            own = ", ".join(budget_limits.PER_TARGET)
+            return (
+                f'unknown figure "{name}" for target "{path[2]}" under budget.targets '
+                f"(a target's own figures: {own})"
+            )
         where = f" under {dotted}" if path else ""
         known = ", ".join(error.schema.get("properties", {}))
         return f'unknown key "{name}"{where} (known: {known})'

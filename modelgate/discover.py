@@ -157,7 +157,14 @@ def _reads_as_model(path: str) -> bool:
         return False
 
 
-def _external_data(path: str) -> set[str]:
+def external_data(path: str, nested: bool = False) -> set[str]:
+    """The external-data files a .onnx file refers to: plain names in its folder, and with
+    ``nested`` also relative paths into its subfolders (``data/w.bin``), which its loader
+    reads as well."""
+    return _external_data(path, nested)
+
+
+def _external_data(path: str, nested: bool = False) -> set[str]:
     """The external-data file names a .onnx file refers to (plain names in its folder)."""
     names: set[str] = set()
     try:
@@ -181,19 +188,29 @@ def _external_data(path: str) -> set[str]:
                         continue
                     name = data[at + 1 : at + 1 + size]
                     if len(name) == size:
-                        _add_name(names, name)
+                        _add_name(names, name, nested)
                 carry = data[-(len(_LOCATION) + 128) :]
     except OSError:
         return names
     return names
 
 
-def _add_name(names: set[str], raw: bytes) -> None:
+def _add_name(names: set[str], raw: bytes, nested: bool = False) -> None:
     try:
         name = raw.decode("utf-8")
     except UnicodeDecodeError:
         return
     name = name.removeprefix("./")
+    if nested:  # inside the model's folder only, as the loader allows
+        steps = name.replace("\\", "/").split("/")
+        if (
+            name
+            and not name.startswith("/")
+            and ":" not in name[:3]
+            and all(step not in ("", ".", "..") for step in steps)
+        ):
+            names.add("/".join(steps))
+        return
     if name and "/" not in name and "\\" not in name and name not in (".", ".."):
         names.add(name)
 

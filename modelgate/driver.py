@@ -5,10 +5,10 @@ model, the verdict decides. The CLI and the GitHub Action both call :func:`run`.
 
 from __future__ import annotations
 
-from modelgate import baseline, budget, discover, parallel, verdict
+from modelgate import baseline, budget, cache, discover, parallel, verdict
 from modelgate.config import Config, InputSpec
 from modelgate.engine import display_path
-from modelgate.report import Report
+from modelgate.report import ModelReport, Report
 
 
 def run(
@@ -27,7 +27,7 @@ def run(
     budget judges every model. ``found`` (what :func:`modelgate.discover.discover` made of the
     paths given) adds a note of what a folder scan checked and skipped."""
     olds = [b for b in dict.fromkeys((baselines or {}).values()) if b not in paths]
-    checked = parallel.check_all(paths + olds, config, cli_inputs, jobs, config.timeout)
+    checked, cache_note = _check(paths + olds, config, cli_inputs, jobs)
     by_path = dict(zip(paths + olds, checked, strict=True))
     report = Report(checked[: len(paths)])
     names = baseline_names or {}
@@ -40,9 +40,31 @@ def run(
     budget.apply(report, config)
     verdict.finish(report, config)
     baseline.finish_findings(report, twins)
+    if cache_note:
+        report.notes.append(cache_note)
     if found is not None:
         report.notes[:0] = found.notes
         scanned = discover.summary(found, report.models)
         if scanned:
             report.notes.insert(0, scanned)
     return report
+
+
+def _check(
+    paths: list[str], config: Config, cli_inputs: tuple[InputSpec, ...], jobs: int | None
+) -> tuple[list[ModelReport], str | None]:
+    """Every path's report before the budget: from the result cache where it holds one
+    (:mod:`modelgate.cache`), else checked by the workers and stored. Only the misses go
+    to the workers, so a run of hits starts none and imports no toolchain."""
+    store = cache.Store.open(config)
+    if store is None:
+        return parallel.check_all(paths, config, cli_inputs, jobs, config.timeout), None
+    hits = store.lookup(paths, config, cli_inputs, jobs or parallel.default_jobs())
+    misses = [p for p in paths if p not in hits]
+    fresh = parallel.check_all(misses, config, cli_inputs, jobs, config.timeout)
+    for path, report in zip(misses, fresh, strict=True):
+        store.save(path, report)
+    if misses:
+        store.prune()
+    by_path = {**hits, **dict(zip(misses, fresh, strict=True))}
+    return [by_path[p] for p in paths], store.note()

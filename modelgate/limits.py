@@ -26,6 +26,10 @@ METRICS: dict[str, tuple[str, str, str]] = {
     "drift": ("MG303", "", "relative L2 error of the outputs against the original model"),
 }
 BUDGET_RULES = ("MG301", "MG302", "MG303", "MG304")
+# the figures each converted target has of its own (``metrics["conversions"][target]``),
+# limited under ``budget.targets.<target>``
+PER_TARGET = ("size_mb", "latency_ms", "drift")
+TARGETS_KEY = "targets"  # budget.targets: per target, limits on its own figures
 
 
 @dataclass(frozen=True)
@@ -39,21 +43,51 @@ class Limit:
         return self.max_increase is not None or self.max_increase_pct is not None
 
 
+def target_key(target: str, figure: str) -> str:
+    """The budget key of one target's figure: ``"executorch.latency_ms"``."""
+    return f"{target}.{figure}"
+
+
+def split(budget_key: str) -> tuple[str | None, str]:
+    """(target, figure) of a budget key; target None for a model-wide figure."""
+    target, _, figure = budget_key.rpartition(".")
+    return target or None, figure
+
+
+def name(budget_key: str) -> str:
+    """A budget key as messages say it: ``size_mb``, ``executorch latency_ms``."""
+    target, figure = split(budget_key)
+    return f"{target} {figure}" if target else figure
+
+
+def budgeted_targets(limits: dict[str, Limit]) -> tuple[str, ...]:
+    """The targets whose own figures the limits judge, in the config's order."""
+    return tuple(dict.fromkeys(t for t, _ in map(split, limits) if t))
+
+
+def _limit(value: Any) -> Limit:
+    if isinstance(value, dict):
+        return Limit(value.get("max"), value.get("max_increase"), value.get("max_increase_pct"))
+    return Limit(max=value)
+
+
 def parse(doc: dict[str, Any] | None) -> dict[str, Limit]:
-    """Limits from the validated ``budget:`` mapping, in the config's order."""
+    """Limits from the validated ``budget:`` mapping, in the config's order; a target's own
+    figures under :func:`target_key` (``targets: {onnx: {size_mb: 3}}`` -> "onnx.size_mb")."""
     out: dict[str, Limit] = {}
-    for key, value in (doc or {}).items():
-        if isinstance(value, dict):
-            out[key] = Limit(
-                value.get("max"), value.get("max_increase"), value.get("max_increase_pct")
-            )
+    for figure, value in (doc or {}).items():
+        if figure == TARGETS_KEY:
+            for target, figures in (value or {}).items():
+                for own, limit in (figures or {}).items():
+                    out[target_key(target, own)] = _limit(limit)
         else:
-            out[key] = Limit(max=value)
+            out[figure] = _limit(value)
     return out
 
 
-def schema() -> dict[str, Any]:
-    """The ``budget`` property of the config schema."""
+def schema(targets: dict[str, str] | None = None) -> dict[str, Any]:
+    """The ``budget`` property of the config schema; ``targets`` (registered name -> label)
+    are the keys ``budget.targets`` accepts."""
     number = {"type": "number", "minimum": 0}
     limit = {
         "oneOf": [
@@ -79,16 +113,46 @@ def schema() -> dict[str, Any]:
             "against a baseline. Exceeding one fails the gate (MG301-MG303)",
             "type": "object",
             "properties": {
-                key: {**limit, "description": f"{what} ({unit or 'count'})"}
-                for key, (_, unit, what) in METRICS.items()
+                **{
+                    figure: {**limit, "description": f"{what} ({unit or 'count'})"}
+                    for figure, (_, unit, what) in METRICS.items()
+                },
+                TARGETS_KEY: {
+                    "description": "per converted target, limits on its own figures "
+                    f"({', '.join(PER_TARGET)}); limiting one converts to that target",
+                    "type": "object",
+                    "properties": {
+                        target: {
+                            "description": f"limits on the {label} figures",
+                            "type": "object",
+                            "properties": {
+                                figure: {**limit, "description": f"{label}: {_OWN[figure]}"}
+                                for figure in PER_TARGET
+                            },
+                            "additionalProperties": False,
+                            "minProperties": 1,
+                        }
+                        for target, label in (targets or {}).items()
+                    },
+                    "additionalProperties": False,
+                },
             },
             "additionalProperties": False,
         }
     }
 
 
+_OWN = {
+    "size_mb": "size of what it made (MB)",
+    "latency_ms": "median latency in its runtime on this machine's CPU (ms)",
+    "drift": "relative L2 error of its outputs against the original model",
+}
+
+
 def describe(key: str, value: float) -> str:
-    """A budgeted figure with its unit, as messages and tables show it."""
+    """A budgeted figure (or a target's, ``"onnx.size_mb"``) with its unit, as messages and
+    tables show it."""
+    key = split(key)[1]
     unit = METRICS.get(key, ("", "", ""))[1]
     if key == "drift":
         text = f"{value:.3g}"
@@ -109,16 +173,17 @@ def problems(graph: Any, rule: str) -> Iterator[Problem]:
         if entry.rule != rule or entry.passed is not False or entry.value is None:
             continue
         value = entry.value
+        said, fix = name(key), _FIXES.get(split(key)[1])
         of = f" ({entry.measured})" if entry.measured else ""
         limit = entry.limit
         if limit is not None and value > limit:
             over = value - limit
             pct = f", +{over / limit:.0%}" if limit else ""
             yield Problem(
-                f"{key} {describe(key, value)}{of} is over the budget of "
+                f"{said} {describe(key, value)}{of} is over the budget of "
                 f"{describe(key, limit)} by {describe(key, over)}{pct}",
                 Location(graph.path),
-                fix=_FIXES.get(key),
+                fix=fix,
                 key=f"budget:{key}",
             )
         old = entry.baseline
@@ -139,11 +204,11 @@ def problems(graph: Any, rule: str) -> Iterator[Problem]:
             pct = f" (+{100 * increase / old:.1f}%)" if old else ""
             against = budget.baseline or "the baseline"
             yield Problem(
-                f"{key} grew by {describe(key, increase)}{pct} against {against} "
+                f"{said} grew by {describe(key, increase)}{pct} against {against} "
                 f"({describe(key, old)} -> {describe(key, value)}), more than the "
                 f"{' / '.join(allowed)} allowed",
                 Location(graph.path),
-                fix=_FIXES.get(key),
+                fix=fix,
                 key=f"budget:{key}:growth",
             )
 
@@ -153,7 +218,7 @@ def unjudged(graph: Any) -> Iterator[Problem]:
     for key, entry in (graph.budget or BudgetResult()).entries.items():
         if entry.passed is None:
             yield Problem(
-                f"the budget for {key} was not judged: {entry.reason}",
+                f"the budget for {name(key)} was not judged: {entry.reason}",
                 Location(graph.path),
                 fix="make the figure measurable (see the reason), or remove the limit",
                 key=f"budget:{key}:unjudged",

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache, lru_cache
 from importlib import metadata, resources
 from typing import Any
 
@@ -105,6 +105,7 @@ class Verdict:
 
     status: str
     reason: str
+    stage: str | None = None  # where it fails when that is not the conversion ("loading")
 
 
 class OpSupport:
@@ -237,3 +238,80 @@ def load() -> OpSupport:
         except Exception:  # a broken coremltools install: the snapshot still answers
             pass
     return OpSupport(snapshot)
+
+
+# ----------------------------------------------------------------------------------------------
+# observed tables: toolchains with no registry to read (tools/gen_target_ops.py)
+# ----------------------------------------------------------------------------------------------
+
+
+class Observed:
+    """What a target's real toolchain did with each op on torch's OpInfo samples, read from
+    the table its module ships (``targets/<name>_ops.json``). Verdicts: "unsupported" (it
+    failed on every sample it was the cause of), "depends" (it failed on some of its samples
+    and not on others: its arguments decide), "unknown" (never observed), None (it went
+    through)."""
+
+    def __init__(self, table: dict[str, Any], label: str) -> None:  # label: "LiteRT interpreter"
+        self.ops: dict[str, dict[str, Any]] = table.get("ops") or {}
+        self.generated: dict[str, Any] = table.get("generated") or {}
+        self.label = label
+
+    @property
+    def versions(self) -> str:
+        """ "executorch 1.5.1, torch 2.13.0": what the table was generated with."""
+        skip = {"at", "source", "opinfos", "samples", "timeouts", "crashed", "seconds", "backend"}
+        return ", ".join(f"{k} {v}" for k, v in self.generated.items() if k not in skip)
+
+    def _how(self, entry: dict[str, Any]) -> str:
+        if entry.get("missing"):
+            kernels = ", ".join(entry["missing"])
+            return f"the program then needs {kernels}, which the {self.label} has no kernel for"
+        return f"{entry.get('stage', 'conversion')} failed: {entry.get('error', '?')}"
+
+    def verdict(self, name: str) -> Verdict | None:
+        if name.startswith(("_operator.", "operator.", "builtins.", "math.")):
+            return None  # python arithmetic on sizes: traced away, never an op
+        entry = self.ops.get(name) or self.ops.get(_functional(name))
+        if entry is None:
+            return Verdict("unknown", "are not among the ops observed on torch's OpInfo samples")
+        if entry["verdict"] == "fails":
+            return Verdict("unsupported", f"{self._how(entry)} (observed with {self.versions} "
+                                          "on torch's OpInfo samples)",
+                           stage=entry.get("stage"))  # fmt: skip
+        if entry["verdict"] == "mixed":
+            return Verdict("depends", f"{entry['failed']} of its {entry['samples']} OpInfo "
+                                      f"samples failed: {self._how(entry)}")  # fmt: skip
+        return None
+
+    def outside(self, op: Op, graph: Any) -> str | None:
+        """Why the table does not speak for this use of ``op``: an input of a floating or
+        complex dtype other than the one its samples had (``abs`` of an FFT's complex64
+        output, a float16 model). OpInfo samples are made per input dtype."""
+        sampled = str(self.generated.get("dtype") or "float32")
+        dtypes = {v.dtype for n in op.inputs if (v := graph.value(n)) is not None}  # as sampled
+        odd = sorted(d for d in dtypes if d and d.startswith(("float", "bfloat", "complex"))
+                     and d != sampled)  # fmt: skip
+        if not odd:
+            return None
+        return (
+            f"take {', '.join(odd)} tensors, outside the {sampled} samples the table was "
+            "observed on"
+        )
+
+    def producing(self, kernel: str) -> list[str]:
+        """The ops whose samples needed ``kernel`` that the runtime lacks ("STABLEHLO_SORT"
+        -> ["aten::sort", "aten::topk"]): where a missing-kernel failure comes from."""
+        return sorted(n for n, e in self.ops.items() if kernel in (e.get("missing") or ()))
+
+
+@cache
+def observed(package: str, name: str, label: str) -> Observed:
+    """The observed table that target module ``package`` ships as ``<name>_ops.json``."""
+    stem = name.replace("-", "_")
+    try:
+        text = resources.files(package).joinpath(f"{stem}_ops.json").read_text("utf-8")
+        table = json.loads(text)
+    except (OSError, ValueError):  # a broken install: every op is unknown, and MG003 says so
+        table = {}
+    return Observed(table if isinstance(table, dict) else {}, label)

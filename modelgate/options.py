@@ -11,12 +11,13 @@ Errors are :class:`~modelgate.config.ConfigError` or
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, replace
 
 from modelgate import config as cfg
 from modelgate.checks.settings import CheckSettings
 from modelgate.config import Config, ConfigError, InputSpec, RuleSetting
-from modelgate.limits import Limit
+from modelgate.limits import Limit, budgeted_targets
 from modelgate.targets import REGISTRY as TARGETS
 
 # Budget figures a static check measures (the file, its weights, its parameters); size_mb
@@ -40,6 +41,8 @@ class Options:
     input_shapes: tuple[str, ...] = ()  # NAME=1x3x224x224, where the model records none
     jobs: int | None = None  # models checked at once (None: the CPU count)
     timeout: float | None = None  # seconds per model
+    no_cache: bool = False  # neither read nor write the result cache
+    cache_dir: str | None = None  # the result cache's folder (None: the config's)
 
 
 def load(options: Options) -> tuple[Config, tuple[InputSpec, ...]]:
@@ -48,6 +51,10 @@ def load(options: Options) -> tuple[Config, tuple[InputSpec, ...]]:
     the rules, the checks."""
     config = cfg.load(options.config)
     inputs = tuple(cfg.parse_input_shape(s) for s in options.input_shapes)
+    # the environment's cache folder stands between the flags and the config
+    # (MODELGATE_CACHE_DIR; MODELGATE_NO_CACHE is read where the cache opens: modelgate.cache)
+    if options.cache_dir is None and os.environ.get("MODELGATE_CACHE_DIR"):
+        options = replace(options, cache_dir=os.environ["MODELGATE_CACHE_DIR"])
     return apply(config, options), inputs
 
 
@@ -71,6 +78,8 @@ def apply(config: Config, options: Options) -> Config:
         fail_on=options.fail_on or config.fail_on,
         timeout=config.timeout if options.timeout is None else options.timeout,
         checks=_checks(config.checks, options),
+        cache=config.cache and not options.no_cache,
+        cache_dir=os.path.abspath(options.cache_dir) if options.cache_dir else config.cache_dir,
     )
     if options.static:
         merged = replace(merged, budget=_static_budget(config, options.baseline))
@@ -98,9 +107,11 @@ def _checks(settings: CheckSettings, options: Options) -> CheckSettings:
 def _static_budget(config: Config, baseline: bool) -> dict[str, Limit]:
     """The limits a static check can judge: on what the file shows; growth limits only with
     a baseline to grow from."""
-    # size_mb is the file's size only where the config converts nothing; otherwise it
-    # budgets a converted package, which --static does not make
-    static = STATIC_BUDGET if not config.checks.active else STATIC_BUDGET[1:]
+    # size_mb is the file's size only where the config converts nothing (a limit on a
+    # target's own figures converts to it); otherwise it budgets a converted package, which
+    # --static does not make. The targets' own figures are never static.
+    converts = config.checks.active or bool(budgeted_targets(config.budget))
+    static = STATIC_BUDGET if not converts else STATIC_BUDGET[1:]
     return {
         k: v if baseline else Limit(max=v.max)
         for k, v in config.budget.items()

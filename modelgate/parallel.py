@@ -19,6 +19,7 @@ import contextlib
 import multiprocessing
 import os
 import signal
+import stat
 import sys
 import time
 from collections import deque
@@ -65,7 +66,7 @@ def check_all(
     pending = deque(_largest_first(paths) if jobs > 1 else range(len(paths)))
     workers: list[_Worker] = []
     context = _context()
-    if jobs > 1 and context.get_start_method() == "fork":
+    if jobs > 1 and context.get_start_method() == "fork" and any(map(_archive, paths)):
         _warm(config)
     setup = (config, cli_inputs, os.getcwd(), dict(os.environ), TARGETS.added())
     try:
@@ -182,6 +183,20 @@ def _warm(config: Config) -> None:
         isolate.preload(dict.fromkeys(modules))
 
 
+def _archive(path: str) -> bool:
+    """Whether ``path`` is a zip archive, the container of every model a toolchain converts
+    (TorchScript, ``torch.export``; a state dict too, which the workers then skip): a run of
+    ONNX files, safetensors and pickles imports no toolchain here. Only the first bytes are
+    read, and nothing but a regular file is opened."""
+    try:
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            return False
+        with open(path, "rb") as fh:
+            return fh.read(4) in (b"PK\x03\x04", b"PK\x05\x06")
+    except OSError:
+        return False
+
+
 def _single_threaded() -> bool:
     try:
         return len(os.listdir("/proc/self/task")) == 1
@@ -250,7 +265,9 @@ def failed_report(path: str, config: Config, reason: str) -> ModelReport:
     graph.unreadable = reason
     with contextlib.suppress(OSError):
         graph.file_size = os.path.getsize(path)
-    return engine.graph_report(graph, config, engine.display_path(path))
+    report = engine.graph_report(graph, config, engine.display_path(path))
+    report.transient = reason  # what happened to this run, not what the file is: not cached
+    return report
 
 
 def _serve(

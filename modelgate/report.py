@@ -18,6 +18,9 @@ class ModelReport:
     skipped: dict[str, str] = field(default_factory=dict)  # rule id -> why it did not run
     notes: list[str] = field(default_factory=list)
     passed: bool = True
+    cached: str | None = None  # from the result cache: when it was checked (UTC, ISO 8601)
+    # why this result depends on the run, not the file (a timeout, a crash): never cached
+    transient: str | None = field(default=None, compare=False, repr=False)
 
     def not_checked(self) -> list[tuple[str, str]]:
         """(rule ids, reason) of the rules that did not run; rules skipped for the same reason
@@ -34,7 +37,7 @@ class ModelReport:
         return out
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out = {
             "path": self.path,
             "format": self.format,
             "passed": self.passed,
@@ -43,6 +46,9 @@ class ModelReport:
             "skipped": [{"rule": r, "reason": why} for r, why in sorted(self.skipped.items())],
             "notes": self.notes,
         }
+        if self.cached is not None:
+            out["cached"] = self.cached
+        return out
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ModelReport:
@@ -55,6 +61,7 @@ class ModelReport:
             skipped={s["rule"]: s.get("reason", "") for s in data.get("skipped", [])},
             notes=list(data.get("notes", [])),
             passed=bool(data.get("passed", True)),
+            cached=data.get("cached") if isinstance(data.get("cached"), str) else None,
         )
 
 

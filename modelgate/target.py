@@ -100,6 +100,18 @@ class Target:
         hook = getattr(self.module, "op_verdict", None)
         return hook(name, fmt, dialect) if hook else None
 
+    def op_outside(self, op: Any, graph: Any) -> str | None:
+        """MG003: why its op table does not speak for this use of ``op`` (a dtype its
+        observations never had), or None."""
+        hook = getattr(self.module, "op_outside", None)
+        return hook(op, graph) if hook else None
+
+    def kernel_ops(self, kernel: str) -> list[str]:
+        """MG108: the graph ops (``OpOverload.name()``) that make its program need ``kernel``,
+        when the runtime names the kernel otherwise than the graph names the op."""
+        hook = getattr(self.module, "kernel_ops", None)
+        return list(hook(kernel)) if hook else []
+
     def file_issues(self, graph: Any) -> tuple[list[Any], str | None]:
         """MG003 on a file it checks as given: (issues, a note or None)."""
         hook = getattr(self.module, "file_issues", None)

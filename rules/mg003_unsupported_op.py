@@ -1,13 +1,22 @@
 """Ops the target converter cannot convert.
 
 ## What it does
-For each target in `targets` (`coreml`, `onnx`), lists EVERY op of the graph that the
-target's converter has no conversion for, each with its module and source line. What is
-supported comes from the converters themselves: coremltools' registry of torch ops, torch.onnx's
-ONNX function registry and decomposition table (the legacy exporter's symbolic registry for
-TorchScript, which only it can export), including what each op is decomposed into first. A
-snapshot generated from the installed converters ships with modelgate, so this runs without
-them; a different installed coremltools version is read live.
+For each target in `targets` (`coreml`, `onnx`, `executorch`, `litert`), lists EVERY op of
+the graph that the target's toolchain cannot take, each with its module and source line. What
+is supported comes from the converters themselves: coremltools' registry of torch ops,
+torch.onnx's ONNX function registry and decomposition table (the legacy exporter's symbolic
+registry for TorchScript, which only it can export), including what each op is decomposed into
+first. A snapshot generated from the installed converters ships with modelgate, so this runs
+without them; a different installed coremltools version is read live.
+
+ExecuTorch and LiteRT have no registry that says what will fail, so their tables are observed:
+each of torch's own OpInfo samples was sent through the real toolchain (ExecuTorch: lowered
+with XNNPACK, its program's operators looked up in the runtime's kernel registry; LiteRT:
+converted, then loaded into the interpreter), and an op is flagged when it failed on every
+sample it caused to fail ("will not load in ExecuTorch: the program then needs
+aten::sort.values, which the ExecuTorch runtime has no kernel for"). An op that went through
+on some samples and failed on others depends on its arguments: a note names it and what
+failed. Ops never observed are listed in a note as unknown.
 
 A TorchScript graph is judged as each converter sees it: the graph passes coremltools and
 torch.onnx run before they look ops up are run on copies of it (coremltools turns a constant
@@ -89,43 +98,64 @@ def check(graph: ModelGraph, options: dict) -> Iterator[Problem | Skip | Note]:
             )
             continue
         verdicts: dict[str, opsupport.Verdict | None] = {}
-        unknown: set[str] = set()
-        flagged: list[tuple[Op, str, str]] = []
+        unknown: dict[str, str] = {}
+        depends: dict[str, str] = {}
+        flagged: list[tuple[Op, str, opsupport.Verdict]] = []
         seen: set[tuple[str, str | None, object]] = set()
         for op in views.get(target.name, graph.ops):  # the graph as this converter sees it
             name = opsupport.overload_name(op)
+            outside = target.op_outside(op, graph)
+            if outside:  # its table does not speak for this use of the op
+                unknown.setdefault(name, outside)
+                continue
             if name not in verdicts:
                 verdicts[name] = target.op_verdict(name, fmt, dialect)
             verdict = verdicts[name]
             if verdict is None:
                 continue
             if verdict.status == "unknown":
-                unknown.add(name)
+                unknown[name] = verdict.reason
+                continue
+            if verdict.status == "depends":
+                depends[name] = verdict.reason
                 continue
             site = (name, op.module, op.source)
             if site not in seen:
                 seen.add(site)
-                flagged.append((op, name, verdict.reason))
-        yield from _judged(graph, target, flagged, unknown)
+                flagged.append((op, name, verdict))
+        yield from _judged(graph, target, flagged, unknown, depends)
 
 
 def _judged(
-    graph: ModelGraph, target: Target, flagged: list[tuple[Op, str, str]], unknown: set[str]
+    graph: ModelGraph,
+    target: Target,
+    flagged: list[tuple[Op, str, opsupport.Verdict]],
+    unknown: dict[str, str],
+    depends: dict[str, str],
 ) -> Iterator[Problem | Note]:
     """The predictions for one target, decided by its real conversion when one ran."""
     run = target.conversion
     outcome, result = _measured(graph, target)
     if outcome == "converted":
-        if flagged or unknown:
-            names = sorted({name for _, name, _ in flagged} | unknown)
+        if flagged or depends:  # ops of unknown support went through: nothing to say
+            names = sorted({name for _, name, _ in flagged} | set(depends))
             shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
-            yield Note(
-                f"{target.name}: predicted that {len(names)} op(s) would not convert "
-                f"({shown}), but the {run} succeeded: the prediction was dropped"
-            )
+            if result.get("missing_kernels"):  # converted, then refused: MG108 says what
+                yield Note(
+                    f"{target.name}: predicted that {len(names)} op(s) would not convert or "
+                    f"load ({shown}); the {run} succeeded and the "
+                    f"{target.runtime or target.label} refused the program, which MG108 "
+                    "reports: the prediction was dropped"
+                )
+            else:
+                yield Note(
+                    f"{target.name}: predicted that {len(names)} op(s) would not convert "
+                    f"({shown}), but the {run} succeeded: the prediction was dropped"
+                )
         return
     failed_at = _bare(result.get("op") or "") if outcome == "failed" else ""
-    for op, name, reason in flagged:
+    for op, name, verdict in flagged:
+        reason = verdict.reason
         if outcome != "failed":
             said = reason
         elif not failed_at:
@@ -134,12 +164,22 @@ def _judged(
             said = f"{reason}; the {run} failed on it"
         else:  # the converter stops at its first failure: this one comes after
             said = f"{reason} (not reached: the {run} failed earlier, at {result['op']!r})"
-        yield _problem(graph, op, name, target, said)
-    if unknown:
+        yield _problem(graph, op, name, target, said, verdict.stage)
+    if depends:
         yield Note(
-            f"{target.name}: {len(unknown)} op(s) are rewritten by the converter into ops "
-            f"modelgate has no record of, so their support is unknown: "
-            f"{', '.join(sorted(unknown)[:5])}"
+            f"{target.name}: {len(depends)} op(s) went through on some of torch's samples and "
+            f"failed on others, so their arguments decide (--convert {target.name} tells): "
+            + "; ".join(f"{n}: {why}" for n, why in sorted(depends.items())[:5])
+        )
+    reasons: dict[str, list[str]] = {}
+    for name, why in sorted(unknown.items()):
+        if "no record of" in why:  # the converters' own decompositions (Core ML, ONNX)
+            why = "are rewritten by the converter into ops modelgate has no record of"
+        reasons.setdefault(why, []).append(name)
+    for why, names in reasons.items():
+        yield Note(
+            f"{target.name}: {len(names)} op(s) {why}, so their support is unknown: "
+            f"{', '.join(names[:5])}"
         )
 
 
@@ -166,10 +206,14 @@ def _bare(name: str) -> str:
     return name.strip("_").lower()
 
 
-def _problem(graph: ModelGraph, op: Op, name: str, target: Target, reason: str) -> Problem:
+def _problem(
+    graph: ModelGraph, op: Op, name: str, target: Target, reason: str, stage: str | None = None
+) -> Problem:
     where = f"{op.module}: " if op.module else ""
+    fails = f"will not load in {target.label}" if stage == "loading" else "will not convert to"
+    fails = fails if stage == "loading" else f"{fails} {target.label}"
     return Problem(
-        f"{where}{name} will not convert to {target.label}: {reason}",
+        f"{where}{name} {fails}: {reason}",
         Location(graph.path, module=op.module, op=name, source=op.source),
         fix=target.op_fix,
         key=f"{target.name}:{name}:{op.module or op.name}",

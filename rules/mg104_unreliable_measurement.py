@@ -127,7 +127,14 @@ _JITTER_MS = 0.5
 
 
 def _unrun(graph: ModelGraph, target: Target, run: dict) -> Problem:
-    """A file its target's runtime loads (the session check passed) but could not run."""
+    """A file its target's runtime loads (the session check passed) but could not run, or
+    a program whose runtime is not on this machine (``elsewhere``: how to measure it)."""
+    if run.get("elsewhere"):
+        return Problem(
+            f"{target.label}: the converted program was not run here: {run['error']}; its "
+            "drift and latency are not measured",
+            Location(graph.path), fix=run["elsewhere"], key=f"{target.name}-run",
+        )  # fmt: skip
     loads = f"{target.runtime} loads {target.file_formats.get(graph.format, 'the model')}"
     if run.get("ok") is None:
         message = (

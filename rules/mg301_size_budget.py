@@ -7,7 +7,9 @@ else the file), and also `file_mb`, `weights_mb`, `parameters` and `peak_activat
 estimate of the activations alive at once, from the graph's shapes) when budgeted. A number
 is a maximum; `{max_increase: ..., max_increase_pct: ...}` limits growth against a baseline
 (`--baseline OLD`, or the base branch under the GitHub Action). The message has the measured
-value, the limit and the difference.
+value, the limit and the difference. `budget.targets.<target>.size_mb` limits one converted
+target's own size (what it made: the ONNX file, the `.pte`, the `.tflite`, the Core ML
+package, before compression), and the message names the target.
 
 ## Why is this bad?
 App stores cap over-the-air downloads, and users delete large apps; a phone runs out of

@@ -7,6 +7,10 @@ on seeded synthetic inputs, by ONNX Runtime when the ONNX export ran, else by to
 machine's CPU; the report labels which. Also `budget.macs` (multiply-accumulates of
 convolutions, linear layers and matrix products, from the graph's shapes). A number is a
 maximum; `{max_increase_pct: ...}` limits growth against a baseline.
+`budget.targets.<target>.latency_ms` limits the median timed in one target's own runtime
+(ONNX Runtime, the ExecuTorch runtime, the LiteRT interpreter), and the message names the
+target: `executorch latency_ms 25.3 ms (ExecuTorch runtime) is over the budget of 20 ms by
+5.3 ms, +26%`.
 
 ## Why is this bad?
 A model that got twice as slow on the CI machine got slower on the phone too. The CI figure

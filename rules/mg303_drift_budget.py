@@ -9,6 +9,8 @@ weights are decompressed by coremltools, loaded into the torch model and run by 
 report says so (`drift_detail.method`) and also gives max abs error, cosine similarity,
 PSNR and top-1 agreement for class-score outputs. When the original's outputs are
 near-constant the drift is not reported at all (MG104), and the budget is not judged (MG304).
+`budget.targets.<target>.drift` limits one target's own conversion drift (its row of the
+target matrix), and the message names the target.
 
 ## Why is this bad?
 Data-free compression is a guess about which weights matter. Teams have shipped compressed

@@ -4,7 +4,10 @@
 Reports each `budget:` entry whose figure is missing, with the reason: latency or drift of
 a model nothing converted or ran (no `convert:` / `compress:`), of a state dict (no
 architecture to run), of a model whose outputs are near-constant (MG104), MACs of a model
-without input shapes, a growth limit without a baseline.
+without input shapes, a growth limit without a baseline. For a target's own figure
+(`budget.targets`): the target was not converted (and what would convert it), its conversion
+failed, will not load or was not run (with its result's detail), or the target does not
+measure that figure (Core ML has no runtime on this machine, so no latency).
 
 ## Why is this bad?
 A gate that silently passes what it could not measure is no gate: the budget looks green

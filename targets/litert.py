@@ -8,6 +8,10 @@ refuses ``STABLEHLO_SORT``), which is MG108. A program that loads is run for dri
 latency on this CPU. litert-torch's culprit finder is not used: it converts the model once
 per candidate subgraph, minutes on a real model, while the converter's own error already
 names the op in the cases tried here.
+
+MG003 predicts from ``litert_ops.json``: what litert-torch and the interpreter did with each
+op on torch's own OpInfo samples (``tools/gen_target_ops.py litert``). The same table tells
+MG108 which op of the graph made the interpreter need a builtin it lacks.
 """
 
 from __future__ import annotations
@@ -35,9 +39,32 @@ LATER_STAGES = (LOADING,)
 DRIFT_LABEL = "the LiteRT model"
 DRIFT_OF = "LiteRT interpreter (CPU)"
 RUNTIME = "LiteRT interpreter"
-PREDICTS = False  # no static op table: --convert litert converts and loads the model
 MODULES = ("torch", "numpy", "litert_torch", "ai_edge_litert.interpreter")
 _MISSING = re.compile(r"Didn't find op for (?:builtin opcode|custom opcode) '([^']+)'")
+
+
+def op_verdict(name: str, fmt: str, dialect: str | None) -> Any:
+    """MG003: what litert-torch and the interpreter did with the op on torch's OpInfo samples
+    (``litert_ops.json``, from ``tools/gen_target_ops.py``): LiteRT has no registry to read
+    that says what converts and what loads."""
+    return observed().verdict(name)
+
+
+def op_outside(op: Any, graph: Any) -> str | None:
+    """MG003: the table saw float32 samples; an op on other floating dtypes is unknown."""
+    return observed().outside(op, graph)
+
+
+def kernel_ops(kernel: str) -> list[str]:
+    """MG108: the ops that made the interpreter need ``kernel`` on the samples (the graph holds
+    ``aten::topk``, the interpreter names ``STABLEHLO_SORT``)."""
+    return observed().producing(kernel)
+
+
+def observed() -> Any:
+    from modelgate import opsupport
+
+    return opsupport.observed(__package__ or "modelgate.targets", NAME, RUNTIME)
 
 
 def refuses(fmt: str) -> str | None:
@@ -53,10 +80,14 @@ def modules(job: Any) -> list[str]:
 
 
 def summary(result: dict[str, Any]) -> str:
-    """The target matrix's detail: "flatbuffer, 12 tensors" or what will not load."""
+    """The target matrix's detail: "flatbuffer, 12 tensors, inputs 1x3x16x16" or what will not
+    load."""
     if result.get("missing_kernels"):
         return f"the interpreter has no kernel for {', '.join(result['missing_kernels'])}"
-    return f".tflite flatbuffer, {result.get('tensors')} tensors"
+    shapes = ", ".join("x".join(map(str, s)) for s in result.get("input_shapes") or [])
+    return f".tflite flatbuffer, {result.get('tensors')} tensors" + (
+        f", inputs {shapes}" if shapes else ""
+    )  # the shapes it was converted at: dynamic dims are fixed at the sizes filled in
 
 
 def step(
@@ -100,6 +131,9 @@ def step(
                            if missing else {})})  # fmt: skip
             return
         facts["tensors"] = len(interpreter.get_tensor_details())
+        facts["input_shapes"] = [
+            [int(d) for d in i["shape"]] for i in interpreter.get_input_details()
+        ]
         emit(NAME, facts)
         _run(emit, job, interpreter, samples, reference)
 

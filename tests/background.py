@@ -28,7 +28,9 @@ from pathlib import Path
 
 SLOTS = 1  # jobs running at once, next to the test process itself
 # what every test runs under (conftest's _quiet_torch); a job may start between tests
-QUIET = {"PYTORCH_JIT_LOG_LEVEL": "", "TORCH_CPP_LOG_LEVEL": "ERROR"}
+# MODELGATE_NO_CACHE: no test reads a result another test stored, or leaves a cache folder
+# behind; tests/test_cache.py turns the cache on in its own folders
+QUIET = {"PYTORCH_JIT_LOG_LEVEL": "", "TORCH_CPP_LOG_LEVEL": "ERROR", "MODELGATE_NO_CACHE": "1"}
 # the suite runs in GitHub Actions too, where the CLI would default to annotations
 UNSET = ("GITHUB_ACTIONS", "GITHUB_STEP_SUMMARY", "GITHUB_OUTPUT", "GITHUB_BASE_REF")
 

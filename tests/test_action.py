@@ -145,9 +145,11 @@ def pull_request(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return checkout
 
 
-def run_action(workspace: Path, tmp: Path, **inputs: str) -> tuple[int, str, dict, str]:
+def run_action(
+    workspace: Path, tmp: Path, env_extra: dict[str, str | None] | None = None, **inputs: str
+) -> tuple[int, str, dict, str]:
     """Run ``python -m modelgate.action`` as the runner does; (exit code, stdout, outputs,
-    summary)."""
+    summary). ``env_extra``: variables to set (None: to remove) besides the runner's."""
     runner = tmp / "runner"
     runner.mkdir(parents=True, exist_ok=True)
     outputs, summary = runner / "output", runner / "summary.md"
@@ -166,6 +168,11 @@ def run_action(workspace: Path, tmp: Path, **inputs: str) -> tuple[int, str, dic
         }
     )
     env.update({f"INPUT_{k.upper()}": v for k, v in inputs.items()})
+    for name, value in (env_extra or {}).items():
+        if value is None:
+            env.pop(name, None)
+        else:
+            env[name] = value
     done = subprocess.run(
         [sys.executable, "-m", "modelgate.action"],
         cwd=workspace,
@@ -517,3 +524,78 @@ def test_a_change_to_shards_or_external_data_changes_the_model(tmp_path: Path) -
     cnn = models["models/cnn/model.onnx"]["metrics"]
     assert cnn["baseline"]["metrics"]["parameters"] == cnn["parameters"] == 4 * 8
     assert not any(f["rule"] == "MG902" for m in report["models"] for f in m["findings"])
+
+
+def test_the_base_branchs_cached_results_serve_its_pull_requests(
+    pull_request: Path, tmp_path: Path
+) -> None:
+    """A push to main stores its models' results; the pull request then checks only its own
+    version of the changed model: its base version (exported from git to a temporary path)
+    is the file main's run stored, and its result is read back, not checked again."""
+    import hashlib
+
+    folder = tmp_path / "cache"
+    env = {"MODELGATE_CACHE_DIR": str(folder), "MODELGATE_NO_CACHE": None}
+    git(pull_request, "checkout", "-q", "main")  # the same workspace, as on a runner
+    try:
+        code, out, outputs, _ = run_action(pull_request, tmp_path, env, paths="models/**")
+    finally:
+        git(pull_request, "checkout", "-q", "feature")
+    assert code == 0 and outputs["checked"] == "2", out
+    stored = {}
+    for entry in (folder / "results-v1").glob("*.json"):
+        data = json.loads(entry.read_text())
+        data["created"] = "2000-01-01T00:00:00Z"  # a re-check would write a newer one
+        entry.write_text(json.dumps(data))
+        stored[data["inputs"]["file"]["sha256"]] = entry
+    base_bytes = subprocess.run(
+        ["git", "show", "main:models/net.pt2"], cwd=pull_request, capture_output=True, check=True
+    ).stdout
+    base_entry = stored[hashlib.sha256(base_bytes).hexdigest()]
+
+    code, out, outputs, _ = run_action(
+        pull_request, tmp_path, env, paths="models/**", changed_files_only="true"
+    )
+    assert code == 1 and outputs["checked"] == "1", out
+    assert json.loads(base_entry.read_text())["created"] == "2000-01-01T00:00:00Z"
+    (model,) = json.loads(Path(outputs["report"]).read_text())["models"]
+    assert "cached" not in model  # the pull request's own version was checked
+    base = model["metrics"]["baseline"]  # the base version's, from the cache, judged anew
+    assert base["metrics"]["parameters"] == 8 * 3 * 9 + 8 + 8 * 10 + 10
+    assert [f["rule"] for f in base["new_findings"]] == ["MG001"]
+    assert len(list((folder / "results-v1").glob("*.json"))) == len(stored) + 1
+
+
+def _action_steps() -> tuple[dict, dict[str, dict]]:
+    import yaml
+
+    action = yaml.safe_load((Path(__file__).resolve().parent.parent / "action.yml").read_text())
+    return action, {step["name"]: step for step in action["runs"]["steps"]}
+
+
+def test_action_yml_restores_the_cache_everywhere_and_saves_it_only_from_the_default_branch():
+    """A pull request must never write a cache that a later run (main's, another pull
+    request's) reads: restore-only everywhere, save only on a push to the default branch."""
+    action, steps = _action_steps()
+    assert action["inputs"]["cache"]["default"] == "true"
+    uses = [(name, str(step.get("uses", ""))) for name, step in steps.items()]
+    assert not [u for _, u in uses if u.startswith("actions/cache@")]  # saves on every event
+    (restore,) = [n for n, u in uses if u.startswith("actions/cache/restore@")]
+    (save,) = [n for n, u in uses if u.startswith("actions/cache/save@")]
+    names = list(steps)
+    assert names.index(restore) < names.index("Run modelgate") < names.index(save)
+    restore, save = steps[restore], steps[save]
+    run_env = steps["Run modelgate"]["env"]
+    assert restore["with"]["path"] == save["with"]["path"] == run_env["MODELGATE_CACHE_DIR"]
+    assert "inputs.cache" in run_env["MODELGATE_NO_CACHE"]
+    assert restore["with"]["key"] == save["with"]["key"]
+    prefixes = restore["with"]["restore-keys"].splitlines()
+    assert prefixes and all(save["with"]["key"].startswith(p) for p in prefixes)
+    assert "${{ github.sha }}" in save["with"]["key"]  # one cache per commit of main
+    condition = " ".join(save["if"].split())
+    assert "github.event_name == 'push'" in condition
+    assert "github.ref == format('refs/heads/{0}', github.event.repository.default_branch)" in (
+        condition
+    )
+    assert "inputs.cache == 'true'" in condition and "inputs.cache == 'true'" in restore["if"]
+    assert "event_name" not in restore["if"]  # pull requests restore the base branch's

@@ -199,3 +199,37 @@ def test_unknown_input_shapes_say_how_to_give_them(run_cli, models) -> None:
         "not converted: the model does not record its input shapes: give input shapes with "
         "--input-shape NAME=1x3x224x224 or inputs: in the config"
     )
+
+
+def test_a_targets_own_size_over_its_budget(run_cli, models, tmp_path: Path) -> None:
+    """``budget.targets``: the ONNX export's own size judged (MG301 naming the target), and
+    the limit alone makes the export run; ``--convert onnx`` is asked too, as a user would."""
+    pytest.importorskip("onnxruntime")
+    model = models.torchscript(modelfactory.build("clean").eval())
+    (tmp_path / "modelgate.yaml").write_text("budget:\n  targets:\n    onnx: {size_mb: 0.000001}\n")
+    code, out, _ = run_cli("check", model, "--convert", "onnx", "--format", "json")
+    assert code == 1
+    result = _json(out)
+    size_mb = result["metrics"]["conversions"]["onnx"]["size_mb"]
+    assert size_mb > 0.001
+    over = size_mb - 0.000001
+    assert [(f["rule"], f["key"], f["message"]) for f in result["findings"]] == [
+        (
+            "MG301",
+            "budget:onnx.size_mb",
+            f"onnx size_mb {size_mb:.3g} MB (ONNX) is over the budget of 1e-06 MB by "
+            f"{over:.3g} MB, +{over / 0.000001:.0%}",
+        )
+    ]
+    assert result["metrics"]["budget"]["onnx.size_mb"] == {
+        "value": size_mb,
+        "rule": "MG301",
+        "unit": "MB",
+        "measured": "ONNX",
+        "limit": 0.000001,
+        "difference": pytest.approx(over, rel=1e-5),
+        "passed": False,
+    }
+    code, out, _ = run_cli("check", model)  # no --convert: the budget converts it
+    assert code == 1 and "error   MG301 size-budget" in out
+    assert "onnx.size_mb" in out and "<= 1e-06 OVER" in out  # the metrics table

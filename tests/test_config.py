@@ -29,6 +29,15 @@ def test_shipped_schema_matches_the_registry() -> None:
         ({"inputs": [{"name": "x"}]}, "inputs.0: 'shape' is a required property"),
         ({"colour": "red"}, 'unknown key "colour"'),
         ({"ignore": {"*.pt": ["MG777"]}}, 'unknown rule "MG777" under ignore."*.pt"'),
+        ({"budget": {"targets": {"tflite": {"size_mb": 1}}}},
+         'unknown target "tflite" under budget.targets (known: coreml, onnx, '),
+        ({"budget": {"targets": {"onnx": {"macs": 1}}}},
+         'unknown figure "macs" for target "onnx" under budget.targets '
+         "(a target's own figures: size_mb, latency_ms, drift)"),
+        ({"budget": {"targets": {"onnx": {}}}}, "budget.targets.onnx: {} should be non-empty"),
+        ({"budget": {"targets": {"litert": {"drift": {"max_drift": 1}}}}},
+         "budget.targets.litert.drift: {'max_drift': 1} is not valid under any of the given "
+         "schemas"),
     ],
 )  # fmt: skip
 def test_bad_config_names_the_key(doc: dict, message: str) -> None:
@@ -91,3 +100,14 @@ def test_parse_input_shape() -> None:
     assert cfg.parse_input_shape("1,3,8,8:float16") == cfg.InputSpec(None, (1, 3, 8, 8), "float16")
     with pytest.raises(cfg.ConfigError, match="expected NAME=1x3x224x224"):
         cfg.parse_input_shape("x=big")
+
+
+def test_the_schema_lists_every_registered_target_and_only_their_own_figures() -> None:
+    from modelgate.targets import REGISTRY
+
+    targets = cfg.build_schema()["properties"]["budget"]["properties"]["targets"]
+    assert list(targets["properties"]) == list(REGISTRY.names())
+    assert targets["additionalProperties"] is False
+    for entry in targets["properties"].values():
+        assert list(entry["properties"]) == ["size_mb", "latency_ms", "drift"]
+        assert entry["additionalProperties"] is False

@@ -369,3 +369,110 @@ def _commands_run(log: str) -> list[str]:
             continue
         run.append(line[2:])
     return run
+
+
+def targets_sample() -> Report:
+    """A model whose budget limits two targets' own figures (``budget.targets``), against a
+    baseline: the entries as budget.evaluate writes them, keyed "<target>.<figure>"."""
+    metrics = {
+        "size_mb": 0.004,
+        "size_from": "Core ML",
+        "parameters": 330,
+        "targets": [
+            {
+                "target": "coreml",
+                "result": "ok",
+                "size_mb": 0.004,
+                "latency_ms": None,
+                "drift": 0.0003,
+                "detail": "ML program for iOS16, float16, 19 ops",
+            },
+            {
+                "target": "onnx",
+                "result": "ok",
+                "size_mb": 0.002,
+                "latency_ms": 0.022,
+                "drift": 1.3e-07,
+                "detail": "opset 20",
+            },
+        ],
+        "budget": {
+            "size_mb": {
+                "value": 0.004,
+                "rule": "MG301",
+                "unit": "MB",
+                "measured": "Core ML",
+                "limit": 1,
+                "difference": -0.996,
+                "passed": True,
+            },
+            "onnx.size_mb": {
+                "value": 0.002,
+                "rule": "MG301",
+                "unit": "MB",
+                "measured": "ONNX",
+                "limit": 0.001,
+                "difference": 0.001,
+                "baseline": 0.0015,
+                "increase": 0.0005,
+                "increase_pct": 33.3333,
+                "max_increase_pct": 10,
+                "passed": False,
+            },
+            "onnx.latency_ms": {
+                "value": 0.022,
+                "rule": "MG302",
+                "unit": "ms",
+                "measured": "ONNX Runtime 1.32.0 CPU",
+                "limit": 5,
+                "difference": -4.978,
+                "passed": True,
+            },
+            "coreml.latency_ms": {
+                "value": None,
+                "rule": "MG302",
+                "unit": "ms",
+                "measured": "Core ML",
+                "limit": 5,
+                "passed": None,
+                "reason": "not measured by Core ML: nothing on this machine runs what it makes",
+            },
+        },
+        "baseline": {
+            "path": "old.pt2",
+            "metrics": {"size_mb": 0.004, "parameters": 330},
+            "delta": {"size_mb": 0.0, "parameters": 0},
+        },
+    }
+    return Report([ModelReport("m.pt2", "torch_export", [], metrics, passed=False)])
+
+
+TARGETS_TEXT = """\
+FAIL  m.pt2  (torch export, 330 params)
+  metric             value  of                       budget                  vs baseline
+  size_mb            0.004  Core ML                  <= 1 ok                 +0
+  parameters         330                                                     +0
+  onnx.size_mb       0.002  ONNX                     <= 0.001 OVER (+0.001)  +0.0005 (+33.3%)
+  onnx.latency_ms    0.022  ONNX Runtime 1.32.0 CPU  <= 5 ok
+  coreml.latency_ms  -      not measured by Core ML  <= 5 not judged
+  target  result  size_mb  latency_ms  drift    detail
+  coreml  ok      0.004    -           0.0003   ML program for iOS16, float16, 19 ops
+  onnx    ok      0.002    0.022       1.3e-07  opset 20
+  baseline: old.pt2; 0 new finding(s), 0 fixed
+"""
+
+TARGETS_MARKDOWN = """\
+| metric | value | budget | base | Δ |
+|---|---:|---:|---:|---:|
+| size (MB) | 0.004 | ≤ 1 ✅ | 0.004 | ±0 |
+| parameters | 330 |  | 330 | ±0 |
+| onnx.size\\_mb | 0.002 | ≤ 0.001 ❌ | 0.0015 | +0.0005 |
+| onnx.latency\\_ms | 0.022 | ≤ 5 ✅ |  |  |
+"""
+
+
+def test_targets_own_budget_entries_render_like_the_model_wide_ones() -> None:
+    text = render(targets_sample(), "text")
+    assert text.startswith(TARGETS_TEXT)
+    table = markdown.render(targets_sample()).split("**Metrics**\n\n", 1)[1].split("\n\n")[0]
+    assert table + "\n" == TARGETS_MARKDOWN

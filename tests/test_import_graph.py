@@ -137,6 +137,8 @@ def test_rules_import_no_stage() -> None:
 # shares the CLI's check): a module never imports one above it, at any depth
 _CHAIN = [
     "modelgate.cli", "modelgate.action", "modelgate.options", "modelgate.driver",
+    "modelgate.cache",  # the driver's: results before the budget, looked up and stored
+    "modelgate.cache_entry", "modelgate.cache_key",
     "modelgate.parallel", "modelgate.engine", "modelgate.checks.pipeline",
     "modelgate.baseline",  # judges the base version with the budget, so above it
     "modelgate.budget", "modelgate.verdict", "modelgate.reporters", "modelgate.lint",

@@ -217,3 +217,52 @@ def test_jobs_and_timeout_must_be_positive(run_cli, args: tuple[str, str]) -> No
     code, _, err = run_cli("check", ".", *args)
     assert code == 2
     assert "must be more than 0" in err or "expected a number" in err
+
+
+NOTHING_HEAVY = textwrap.dedent("""
+    import json, sys
+    from modelgate import engine, options, parallel
+    mode, paths = sys.argv[1], sys.argv[2:]
+    config, inputs = options.load(options.Options(static=mode == "static"))
+    if mode == "workers":  # two workers forked from here: what did this process import?
+        reports = parallel.check_all(paths, config, inputs, jobs=2)
+    else:
+        reports = [engine.check_file(p, config, inputs) for p in paths]
+    heavy = ("torch", "coremltools", "onnxruntime", "executorch", "litert_torch")
+    print(json.dumps([sorted(m for m in heavy if m in sys.modules), [r.format for r in reports]]))
+""")
+
+
+@pytest.mark.parametrize(
+    ("mode", "formats"),
+    [("static", ["torch_export"]), ("weights", ["state_dict"]),
+     ("workers", ["safetensors", "onnx"])],
+)  # fmt: skip
+def test_toolchains_load_only_for_models_that_use_them(tmp_path: Path, mode, formats) -> None:
+    """With Core ML and ONNX conversions and a compression preset in the config: ``--static``
+    loads no toolchain for a .pt2; a state dict, which has no graph to convert, loads none;
+    and a -j 2 run of files no toolchain converts (safetensors, ONNX: checked as given, in
+    the workers) does not import the toolchains into the parent to share with its workers."""
+    (tmp_path / "modelgate.yaml").write_text("convert: [coreml, onnx]\ncompress: palettize-8\n")
+    f = modelfactory.Factory(tmp_path)
+    model = modelfactory.build("clean").eval()
+    if mode == "static":
+        paths = [f.pt2(model, name="net.pt2")]
+    elif mode == "weights":
+        paths = [f.state_dict(model, "weights.pt")]
+    else:
+        import numpy as np
+        from onnx import TensorProto, helper, numpy_helper
+
+        paths = [f.safetensors(model.state_dict(), "w.safetensors"), f.onnx(
+            [helper.make_node("Gemm", ["x", "w"], ["y"], transB=1)],
+            [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8])],
+            [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])],
+            [numpy_helper.from_array(np.ones((4, 8), np.float32), "w")],
+        )]  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-c", NOTHING_HEAVY, mode, *map(str, paths)],
+        cwd=tmp_path, env=background.environ(), capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert json.loads(done.stdout.splitlines()[-1]) == [[], formats]

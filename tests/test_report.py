@@ -75,3 +75,19 @@ def test_a_budget_entry_keeps_the_reports_form_and_order() -> None:
         for key, entry in budget.evaluate(metrics, limits, base).items():
             back = BudgetEntry.from_dict(entry).to_dict()
             assert list(back.items()) == list(entry.items()), key
+
+
+def test_a_targets_budget_entry_keeps_the_reports_form_and_order() -> None:
+    from modelgate import budget
+    from modelgate.results import BudgetEntry
+
+    limits = budget.parse(
+        {"targets": {"onnx": {"size_mb": {"max": 1, "max_increase_pct": 10}, "latency_ms": 5}}}
+    )
+    metrics = {"conversions": {"onnx": {"ok": True, "size_mb": 2.0}}, "targets": []}
+    for base in ({"conversions": {"onnx": {"size_mb": 1.0}}}, {}, None):
+        evaluation = budget.evaluate(metrics, limits, base)
+        assert list(evaluation) == ["onnx.size_mb", "onnx.latency_ms"]
+        for key, entry in evaluation.items():
+            back = BudgetEntry.from_dict(entry).to_dict()
+            assert list(back.items()) == list(entry.items()), key

@@ -242,3 +242,14 @@ def test_every_targets_toolchain_is_installed_where_all_is() -> None:
 
     missing = sorted({p for t in REGISTRY for p in t.requires if not importlib.util.find_spec(p)})
     assert missing == []
+
+
+def test_the_extras_install_together_without_a_broken_requirement() -> None:
+    """`.[all]` brings coremltools, ExecuTorch and LiteRT: their requirements must hold
+    together (litert-converter's xdsl wants typing-extensions<4.13, the cattrs coremltools
+    pulls wants >=4.14 from 25.3 on: the litert extra caps cattrs)."""
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", "pip", "check"], capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout + done.stderr

@@ -3,6 +3,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from pathlib import Path
+
 import torch
 from torch import nn
 
@@ -119,6 +122,81 @@ class Constant(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc(torch.relu(self.conv(x)).mean(dim=(2, 3)))
+
+
+class HardswishCNN(nn.Module):
+    """conv, hardswish, mean, linear: the edge targets' model that converts and runs."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3, padding=1)
+        self.act = nn.Hardswish()
+        self.fc = nn.Linear(8, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.act(self.conv(x)).mean((2, 3)))
+
+
+class Sorts(nn.Module):
+    """sort, topk and cumsum: ops that converters lower and runtimes may lack."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        values, _ = torch.sort(x, dim=1)
+        top = torch.topk(x, 2, dim=1).values
+        return torch.cumsum(values, 1)[:, :2] + top
+
+
+class Encoder(nn.Module):
+    """Two transformer encoder layers over an embedding, with a causal mask."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        layer = nn.TransformerEncoderLayer(16, 2, 32, batch_first=True)
+        self.enc = nn.TransformerEncoder(layer, 2, enable_nested_tensor=False)
+        self.emb = nn.Embedding(50, 16)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        mask = nn.Transformer.generate_square_subsequent_mask(ids.shape[1])
+        return self.enc(self.emb(ids), mask=mask, is_causal=True)
+
+
+class Spectrum(nn.Module):
+    """The magnitude of a real FFT."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.fft.rfft(x).abs()
+
+
+Dynamic = tuple[str, int]  # a dynamic dimension: its name and its minimum
+
+# the edge targets' five models (the LiteRT and ONNX Runtime Mobile tests, MG003's predictions),
+# each file with its model, example input and dynamic dimensions: the dynamic CNN's batch runs
+# from 2 up, so that its example batch of 2 is the one modelgate fills the dimension with
+EDGE: dict[str, tuple[type[nn.Module], Callable[[], torch.Tensor], dict[int, Dynamic] | None]] = {
+    "cnn.pt2": (HardswishCNN, lambda: torch.randn(1, 3, 16, 16), None),
+    "encoder.pt2": (Encoder, lambda: torch.randint(0, 50, (1, 8)), None),
+    "sorts.pt2": (Sorts, lambda: torch.randn(1, 8), None),
+    "spectrum.pt2": (Spectrum, lambda: torch.randn(1, 8), None),
+    "dynamic.pt2": (HardswishCNN, lambda: torch.randn(2, 3, 16, 16), {0: ("batch", 2)}),
+}
+_EDGE_ROOT: list[Path] = []  # built once a session, for every module that checks them
+
+
+def edge_models(mktemp: Callable[[str], Path]) -> Path:
+    """The folder (made by ``mktemp``, once) holding :data:`EDGE`'s models, seeded, each
+    saved with ``torch.export.save`` under its file name."""
+    if _EDGE_ROOT:
+        return _EDGE_ROOT[0]
+    root = mktemp("edge")
+    torch.manual_seed(0)
+    for name, (model, sample, dynamic) in EDGE.items():
+        dims = {d: torch.export.Dim(n, min=low) for d, (n, low) in (dynamic or {}).items()}
+        program = torch.export.export(
+            model().eval(), (sample(),), dynamic_shapes=(dims,) if dims else None
+        )
+        torch.export.save(program, root / name)
+    _EDGE_ROOT.append(root)
+    return root
 
 
 MODELS = {

@@ -152,7 +152,9 @@ def _drift_figures(
         if not isinstance(drift, dict):
             continue
         out["drift_detail"] = _drift_detail(drift, of)
-        if drift.get("error"):
+        if drift.get("not_here"):  # its runtime is not on this machine: nothing failed
+            not_measured["drift"] = f"not measured: {drift['error']}"
+        elif drift.get("error"):
             not_measured["drift"] = f"measuring the drift failed: {drift['error']}"
         elif drift.get("degenerate"):
             out["drift"] = None

@@ -57,7 +57,8 @@ def analyze(path: str) -> dict[str, Any]:
 def _describe(info: Any, graph: Any) -> dict[str, Any]:
     checker = info.supported_ops_checker
     unsupported = [
-        {"op": node.op_type, "node": node.name}
+        # the optimizer's inlined functions leave nodes without names: their first output
+        {"op": node.op_type, "node": node.name or f"output {node.output[0]}"}
         for node in graph.node
         if not checker.is_op_supported(node)
     ]

@@ -12,6 +12,7 @@ from typing import Any
 from modelgate.checks.figures import RUNS_MODEL
 from modelgate.checks.settings import CheckSettings
 from modelgate.graph import ModelGraph
+from modelgate.limits import budgeted_targets
 from modelgate.targets import REGISTRY as TARGETS
 
 RUNNABLE = ("torchscript", "torch_export")
@@ -34,7 +35,21 @@ def wanted(config: Any) -> bool:
 
 def needs_run(config: Any) -> bool:
     limits = getattr(config, "budget", {}) or {}
-    return config.checks.active or any(k in limits for k in RUNS_MODEL)
+    return (
+        config.checks.active
+        or any(k in limits for k in RUNS_MODEL)
+        or bool(budgeted_targets(limits))
+    )
+
+
+def converters(settings: CheckSettings, config: Any) -> list[Any]:
+    """The targets converted, in registry order: what the settings ask (a preset implies
+    its target's conversion) and every target whose own figures the budget limits
+    (``budget.targets``), as if ``--convert`` named it. Only the settings' count as asked for
+    (MG106, the conversion rules); a budgeted target that did not convert is MG304's."""
+    limits = getattr(config, "budget", {}) or {}
+    wanted = {*settings.converters, *budgeted_targets(limits)}
+    return [t for t in TARGETS if t.name in wanted]
 
 
 def blocked(graph: ModelGraph) -> tuple[str, str | None] | None:
@@ -115,9 +130,10 @@ def plan(
     from modelgate.checks.steps import Job
 
     limits = getattr(config, "budget", {}) or {}
-    latency = settings.measure.latency and (settings.active or "latency_ms" in limits)
+    converting = converters(settings, config)
+    active = settings.active or bool(converting)
+    latency = settings.measure.latency and (active or "latency_ms" in limits)
     drift = settings.measure.drift
-    converters = [TARGETS.get(name) for name in settings.converters]
 
     def job(target: Any, **options: Any) -> Job:
         if target is None:  # torch only: the original model's latency
@@ -130,21 +146,21 @@ def plan(
     out: list[tuple[str, Any, str | None]] = []
     checkers = file_checkers(graph.format)
     if checkers:
-        timer = checkers[0] if latency and not any(t in converters for t in checkers) else None
-        for target in converters:
+        timer = checkers[0] if latency and not any(t in converting for t in checkers) else None
+        for target in converting:
             if target not in checkers:
                 why = TARGETS.refusal(target, graph.format)
                 out.append((target.name, None, f"{why}: convert the PyTorch model"))
         for target in checkers:
-            if target in converters or target is timer:
+            if target in converting or target is timer:
                 timed = latency and (target is timer or timer is None)
                 out.append((target.name, job(target, latency=timed, drift=False), None))
                 latency = latency and not timed
         return out
-    refused = {t.name: TARGETS.refusal(t, graph.format) for t in converters}
-    takers = [t for t in converters if not refused[t.name]]
+    refused = {t.name: TARGETS.refusal(t, graph.format) for t in converting}
+    takers = [t for t in converting if not refused[t.name]]
     timer = next((t for t in takers if t.runtime), takers[0] if takers else None)
-    for target in converters:
+    for target in converting:
         if refused[target.name]:  # a format it cannot take (TorchScript for ExecuTorch)
             out.append((target.name, None, refused[target.name]))
             continue

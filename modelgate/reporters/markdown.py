@@ -229,12 +229,26 @@ def _finding_row(finding: Finding, new: set[str] | None) -> str:
     )
 
 
+def own_entry(metrics: dict[str, Any], key: str) -> dict[str, Any] | None:
+    """The budget entry of a target's own figure ("onnx.size_mb"): not a key of the model's
+    metrics, so the entry carries the value and the baseline's figure; None otherwise."""
+    budget = metrics.get("budget")
+    entry = budget.get(key) if isinstance(budget, dict) and key not in metrics else None
+    return entry if isinstance(entry, dict) and "value" in entry else None
+
+
+def figure(metrics: dict[str, Any], key: str) -> Any:
+    """A row's value: the model's figure, or a target's own from its budget entry."""
+    own = own_entry(metrics, key)
+    return own.get("value") if own is not None else metrics.get(key)
+
+
 def _metrics_table(model: ModelReport) -> list[str]:
     m = model.metrics
     keys = [k for k in METRICS if _is_number(m.get(k))]
     budget = m.get("budget")
     extra = (
-        [k for k in budget if k not in keys and _is_number(m.get(k))]
+        [k for k in budget if k not in keys and _is_number(figure(m, k))]
         if isinstance(budget, dict)
         else []
     )
@@ -247,7 +261,7 @@ def _metrics_table(model: ModelReport) -> list[str]:
     header += " base | Δ |" if with_base else ""
     lines = [header, "|---|" + "---:|" * (header.count("|") - 2)]
     for key in keys:
-        row = [METRICS.get(key, text(key)), number(m[key])]
+        row = [METRICS.get(key, text(key)), number(figure(m, key))]
         if with_budget:
             limit, passed = budget_limit(m, key)
             cell = (
@@ -259,8 +273,10 @@ def _metrics_table(model: ModelReport) -> list[str]:
                 cell += f" {MARK[passed]}"
             row.append(cell)
         if with_base:
-            old = base_value(m, key)
-            row += [number(old) if old is not None else "", signed(delta(m, key), old)]
+            own = own_entry(m, key)
+            old = base_value(m, key) if own is None else own.get("baseline")
+            change = delta(m, key) if own is None else own.get("increase")
+            row += [number(old) if old is not None else "", signed(change, old)]
         lines.append("| " + " | ".join(row) + " |")
     return lines
 
@@ -335,6 +351,8 @@ def _model_section(model: ModelReport) -> list[str]:
         facts.append(
             f"compared with {code(str(against)[:40])}" if against else "compared with a baseline"
         )
+    if model.cached:  # the result cache's: figures (latency too) as measured then
+        facts.append(f"from the cache, checked {text(str(model.cached)[:20])}")
     status = "passed" if model.passed else "failed"
     lines = [
         f"<details{'' if model.passed else ' open'}>",

@@ -25,7 +25,16 @@ def _header(model: ModelReport, color: bool) -> str:
     if m.get("parameters"):
         bits.append(f"{human_count(m['parameters'])} params")
     status = _paint("pass", "pass", color) if model.passed else _paint("FAIL", "error", color)
-    return f"{status}  {_paint(model.path, 'bold', color)}  ({', '.join(bits)})"
+    cached = (
+        _paint(f"  [cached: checked {_when(model.cached)}]", "dim", color) if model.cached else ""
+    )
+    return f"{status}  {_paint(model.path, 'bold', color)}  ({', '.join(bits)}){cached}"
+
+
+def _when(stamp: object) -> str:
+    """An ISO 8601 UTC time as "2026-12-02 02:50 UTC"."""
+    text = str(stamp)
+    return f"{text[:10]} {text[11:16]} UTC" if len(text) >= 16 and text[10] == "T" else text
 
 
 # figures of the metrics table, in order; budgeted ones always show
@@ -54,18 +63,25 @@ def _metrics_table(model: ModelReport, color: bool) -> list[str]:
     keys += [k for k in deltas if k not in keys]  # every figure the baseline has a delta of
     rows = [("metric", "value", "of", "budget", "vs baseline")]
     for key in keys:
+        entry = budget.get(key) or {}
+        if not isinstance(entry, dict):  # a bare limit, as other producers may write it
+            entry = {"limit": entry}
         what = str(m.get(_OF.get(key, ""), "") or "")
         if key == "latency_ms" and isinstance(m.get("latency"), dict):
             lat = m["latency"]
             what = f"{lat.get('runtime')}, {lat.get('threads')} thread(s), p90 {lat.get('p90_ms')}"
+            if lat.get("cached"):
+                what = f"cached, measured {_when(lat['cached'])}: {what}"
         elif key == "drift" and isinstance(m.get("drift_detail"), dict):
             what = str(m["drift_detail"].get("of", ""))
         value = _figure(key, m.get(key))
-        if m.get(key) is None and key in (m.get("not_measured") or {}):
+        own = key not in m and "value" in entry  # a target's own figure ("onnx.size_mb")
+        if own:
+            value, what = _figure(key, entry["value"]), str(entry.get("measured") or "")
+            if entry["value"] is None and entry.get("reason"):
+                value, what = "-", str(entry["reason"]).split(": ", 1)[0]  # the finding says why
+        elif m.get(key) is None and key in (m.get("not_measured") or {}):
             value, what = "-", m["not_measured"][key].split(": ", 1)[0]  # the finding says why
-        entry = budget.get(key) or {}
-        if not isinstance(entry, dict):  # a bare limit, as other producers may write it
-            entry = {"limit": entry}
         verdict = ""
         if entry:
             limit = entry.get("limit")
@@ -84,8 +100,10 @@ def _metrics_table(model: ModelReport, color: bool) -> list[str]:
                 verdict = _paint(f"{text} not judged", "warning", color)
         change = ""
         delta = (base.get("delta") or {}).get(key)
+        pct = (base.get("delta_pct") or {}).get(key)
+        if own:  # judged against the baseline's same target figure
+            delta, pct = entry.get("increase"), entry.get("increase_pct")
         if isinstance(delta, (int, float)):
-            pct = (base.get("delta_pct") or {}).get(key)
             change = f"{'+' if delta >= 0 else ''}{_figure(key, delta)}"
             change += f" ({pct:+.1f}%)" if isinstance(pct, (int, float)) else ""
         rows.append((key, value, what[:60], verdict, change))
@@ -193,5 +211,8 @@ def render(report: Report, color: bool = False) -> str:
     )
     if compared:
         summary += f"; {new_total} new against the baseline"
+    cached = sum(m.cached is not None for m in report.models)
+    if cached:
+        summary += f"; {cached} from the cache"
     lines.append(_paint(summary, "pass" if report.passed else "error", color))
     return "\n".join(lines) + "\n"

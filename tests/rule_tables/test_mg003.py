@@ -373,3 +373,76 @@ CASES_NOTES = [
 def test_mg003_notes(graph, conf, notes) -> None:
     result = rc.run("MG003", graph, **conf)
     assert (result.findings, result.notes) == ([], notes)
+
+
+# ---- ExecuTorch and LiteRT: tables observed on torch's OpInfo samples (targets/*_ops.json) --
+OBSERVED = {
+    "generated": {"torch": "2.13.0", "executorch": "1.5.1", "backend": "XNNPACK", "samples": 9},
+    "ops": {
+        "aten::sort": {"verdict": "fails", "stage": "loading", "samples": 1,
+                       "missing": ["aten::sort.values"]},
+        "aten::kthvalue": {"verdict": "fails", "stage": "lowering", "samples": 1,
+                           "error": "SpecViolationError: Operator aten.kthvalue is not core"},
+        "aten::div.Tensor_mode": {"verdict": "mixed", "stage": "lowering", "failed": 1,
+                                  "samples": 2, "error": "ValueError: bad rounding"},
+        "aten::topk": {"verdict": "ok"},
+        "aten::add.Tensor": {"verdict": "ok"},
+    },
+}  # fmt: skip
+SEEN = "observed with torch 2.13.0, executorch 1.5.1 on torch's OpInfo samples"
+
+
+@pytest.fixture
+def observed_table(monkeypatch):
+    monkeypatch.setattr(
+        opsupport, "observed", lambda *a: opsupport.Observed(OBSERVED, a[2])
+    )  # runtime
+
+
+def _edge_graph() -> rc.ModelGraph:
+    def op(name: str, target: str, overload: str, line: int, module: str = "") -> rc.Op:
+        return rc.op(name, target, overload=overload, module=module, source=rc.source(line))
+
+    return exported(
+        op("sort", "aten::sort", "default", 16, "head"),
+        op("topk", "aten::topk", "default", 17),
+        op("kthvalue", "aten::kthvalue", "default", 18),
+        op("div", "aten::div", "Tensor_mode", 19),
+        op("add_", "aten::add_", "Tensor", 20),  # in place: judged as aten::add.Tensor
+        op("getitem", "_operator.getitem", "", 21),
+        op("mystery", "mylib::mystery", "default", 22),
+    )
+
+
+def test_an_observed_table_flags_what_failed_and_notes_what_depends(observed_table) -> None:
+    result = rc.run("MG003", _edge_graph(), targets=["executorch"])
+    assert result.findings == [
+        ("error", "head (net.py:16)", "executorch:aten::sort:head",
+         "head: aten::sort will not load in ExecuTorch: the program then needs "
+         f"aten::sort.values, which the ExecuTorch runtime has no kernel for ({SEEN})"),
+        ("error", "aten::kthvalue (net.py:18)", "executorch:aten::kthvalue:kthvalue",
+         "aten::kthvalue will not convert to ExecuTorch: lowering failed: SpecViolationError: "
+         f"Operator aten.kthvalue is not core ({SEEN})"),
+    ]  # fmt: skip
+    assert result.notes == [
+        "MG003: executorch: 1 op(s) went through on some of torch's samples and failed on "
+        "others, so their arguments decide (--convert executorch tells): aten::div.Tensor_mode: "
+        "1 of its 2 OpInfo samples failed: lowering failed: ValueError: bad rounding",
+        "MG003: executorch: 1 op(s) are not among the ops observed on torch's OpInfo samples, "
+        "so their support is unknown: mylib::mystery",
+    ]
+
+
+def test_a_lowering_that_then_would_not_load_drops_the_prediction_for_mg108(
+    observed_table,
+) -> None:
+    lowered = {"ok": False, "kind": "error", "stage": "loading the program in the ExecuTorch "
+               "runtime", "op": "sort", "missing_kernels": ["aten::sort.values"]}  # fmt: skip
+    result = rc.run("MG003", checked(_edge_graph(), executorch=lowered), targets=["executorch"])
+    assert result.findings == []
+    assert result.notes == [
+        "MG003: executorch: predicted that 3 op(s) would not convert or load (aten::div."
+        "Tensor_mode, aten::kthvalue, aten::sort); the ExecuTorch lowering "
+        "succeeded and the ExecuTorch runtime refused the program, which MG108 reports: the "
+        "prediction was dropped"
+    ]

@@ -79,3 +79,33 @@ def test_mg108(graph, conf, expected) -> None:
 
 def test_mg107_leaves_a_program_with_missing_kernels_to_mg108() -> None:
     assert rc.run("MG107", _lowered(["aten::sort.values"])).findings == []
+
+
+def test_a_kernel_the_runtime_names_otherwise_is_located_at_the_op_that_made_it(
+    monkeypatch,
+) -> None:
+    """LiteRT's interpreter names STABLEHLO_SORT; the graph holds aten::topk. The target's
+    observed table says which ops made that builtin on torch's samples."""
+    from modelgate import opsupport
+
+    table = {"ops": {"aten::topk": {"verdict": "mixed", "stage": "loading", "failed": 1,
+                                    "samples": 2, "missing": ["STABLEHLO_SORT"]},
+                     "aten::msort": {"verdict": "fails", "stage": "loading",
+                                     "missing": ["STABLEHLO_SORT"]}}}  # fmt: skip
+    monkeypatch.setattr(opsupport, "observed", lambda *a: opsupport.Observed(table, "LiteRT"))
+    graph = rc.graph(ops=[rc.op("topk", "aten::topk", module="head",
+                                source=SourceLocation("models.py", 17))],
+                     inputs=[rc.value("x", (1, 8))])  # fmt: skip
+    result = {"ok": False, "kind": "error", "stage": "loading the model into the LiteRT "
+              "interpreter", "op": "sort", "missing_kernels": ["STABLEHLO_SORT"],
+              "error": "Didn't find op for builtin opcode 'STABLEHLO_SORT'"}  # fmt: skip
+    checks = cc.checks(litert=result)
+    checks["requested"] = {"convert": ["litert"], "compress": [], "asked": ["litert"]}
+    assert rc.run("MG108", cc.with_checks(graph, checks)).findings == [
+        (
+            "error",
+            "head (models.py:17)",
+            "litert:STABLEHLO_SORT",
+            f"head: the LiteRT interpreter has no kernel for STABLEHLO_SORT: {NO_KERNEL}",
+        )
+    ]

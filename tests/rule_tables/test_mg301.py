@@ -21,6 +21,13 @@ PARAMETERS_GREW = cc.entry(
     passed=False,
 )
 
+
+def _own(target: str, figure: str, value, **fields) -> tuple[str, dict]:
+    """A target's own figure's entry (``budget.targets``), keyed as budget.evaluate keys it."""
+    _, entry = cc.entry(figure, value, **fields)
+    return f"{target}.{figure}", entry
+
+
 CASES = [
     pytest.param(
         cc.budget_view(SIZE_OVER),
@@ -198,6 +205,57 @@ CASES = [
         id="unjudged-and-other-rules-figures",
     ),
     pytest.param(cc.budget_view(), {}, [], id="no-budget"),
+    pytest.param(
+        cc.budget_view(
+            _own(
+                "onnx",
+                "size_mb",
+                0.002,
+                measured="ONNX",
+                limit=0.001,
+                difference=0.001,
+                passed=False,
+            ),
+            _own(
+                "executorch",
+                "size_mb",
+                0.03,
+                measured="ExecuTorch",
+                baseline=0.02,
+                increase=0.01,
+                increase_pct=50.0,
+                max_increase_pct=10,
+                passed=False,
+            ),
+            _own(
+                "litert",
+                "size_mb",
+                0.026,
+                measured="LiteRT",
+                limit=1,
+                difference=-0.974,
+                passed=True,
+            ),
+            baseline="old.pt2",
+        ),
+        {},
+        [
+            (
+                "error",
+                "",
+                "budget:onnx.size_mb",
+                "onnx size_mb 0.002 MB (ONNX) is over the budget of 0.001 MB by 0.001 MB, +100%",
+            ),
+            (
+                "error",
+                "",
+                "budget:executorch.size_mb:growth",
+                "executorch size_mb grew by 0.01 MB (+50.0%) against old.pt2 (0.02 MB -> 0.03 MB), "
+                "more than the 10% allowed",
+            ),
+        ],
+        id="targets-own-sizes-over-the-maximum-and-grown",
+    ),
 ]
 
 

@@ -15,6 +15,12 @@ def _latency(value: float, runtime: str = cc.ORT, **fields) -> tuple[str, dict]:
     return cc.entry("latency_ms", value, measured=runtime, **fields)
 
 
+def _own(target: str, figure: str, value, **fields) -> tuple[str, dict]:
+    """A target's own figure's entry (``budget.targets``), keyed as budget.evaluate keys it."""
+    _, entry = cc.entry(figure, value, **fields)
+    return f"{target}.{figure}", entry
+
+
 CASES = [
     pytest.param(
         cc.budget_view(
@@ -111,6 +117,39 @@ CASES = [
         {},
         [],
         id="unmeasured-latency-and-other-rules-figures",
+    ),
+    pytest.param(
+        cc.budget_view(
+            _own(
+                "executorch",
+                "latency_ms",
+                25.3,
+                measured="ExecuTorch runtime",
+                limit=20,
+                difference=5.3,
+                passed=False,
+            ),
+            _own(
+                "onnx",
+                "latency_ms",
+                0.02,
+                measured=cc.ORT,
+                limit=20,
+                difference=-19.98,
+                passed=True,
+            ),
+        ),
+        {},
+        [
+            (
+                "error",
+                "",
+                "budget:executorch.latency_ms",
+                "executorch latency_ms 25.3 ms (ExecuTorch runtime) is over the budget of 20 ms by "
+                "5.3 ms, +26%",
+            ),
+        ],
+        id="a-targets-own-latency-over",
     ),
 ]
 

@@ -8,6 +8,13 @@ import rule_cases as rc
 
 PRESET = "Core ML, palettize-4"
 
+
+def _own(target: str, figure: str, value, **fields) -> tuple[str, dict]:
+    """A target's own figure's entry (``budget.targets``), keyed as budget.evaluate keys it."""
+    _, entry = cc.entry(figure, value, **fields)
+    return f"{target}.{figure}", entry
+
+
 CASES = [
     pytest.param(
         cc.budget_view(
@@ -89,6 +96,33 @@ CASES = [
         {},
         [],
         id="no-drift-budget",
+    ),
+    pytest.param(
+        cc.budget_view(
+            _own(
+                "litert",
+                "drift",
+                0.02,
+                measured="LiteRT interpreter (CPU)",
+                limit=0.01,
+                difference=0.01,
+                passed=False,
+            ),
+            _own(
+                "litert", "size_mb", 5.0, measured="LiteRT", limit=1, difference=4.0, passed=False
+            ),
+        ),
+        {},
+        [
+            (
+                "error",
+                "",
+                "budget:litert.drift",
+                "litert drift 0.02 (LiteRT interpreter (CPU)) is over the budget of 0.01 by 0.01, "
+                "+100%",
+            ),
+        ],
+        id="a-targets-own-drift-over-and-another-rules-figure",
     ),
 ]
 

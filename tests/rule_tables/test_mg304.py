@@ -15,13 +15,19 @@ GROWTH_NOT_JUDGED = (
 )
 
 
-def _unjudged(key: str, severity: str = "warning", reason: str = "") -> tuple:
+def _unjudged(name: str, severity: str = "warning", reason: str = "", key: str = "") -> tuple:
     return (
         severity,
         "",
-        f"budget:{key}:unjudged",
-        f"the budget for {key} was not judged: {reason}",
+        f"budget:{key or name}:unjudged",
+        f"the budget for {name} was not judged: {reason}",
     )
+
+
+def _own(target: str, figure: str, value, **fields) -> tuple[str, dict]:
+    """A target's own figure's entry (``budget.targets``), keyed as budget.evaluate keys it."""
+    _, entry = cc.entry(figure, value, **fields)
+    return f"{target}.{figure}", entry
 
 
 CASES = [
@@ -109,6 +115,45 @@ CASES = [
         {},
         [],
         id="every-figure-judged",
+    ),
+    pytest.param(
+        cc.budget_view(
+            _own(
+                "coreml",
+                "latency_ms",
+                None,
+                measured="Core ML",
+                limit=5,
+                passed=None,
+                reason="not measured by Core ML: nothing on this machine runs what it makes",
+            ),
+            _own(
+                "executorch",
+                "size_mb",
+                None,
+                measured="ExecuTorch",
+                limit=1,
+                passed=None,
+                reason="not measured: the ExecuTorch lowering failed: boom",
+            ),
+            _own(
+                "onnx", "size_mb", 0.002, measured="ONNX", limit=1, difference=-0.998, passed=True
+            ),
+        ),
+        {},
+        [
+            _unjudged(
+                "coreml latency_ms",
+                reason="not measured by Core ML: nothing on this machine runs what it makes",
+                key="coreml.latency_ms",
+            ),
+            _unjudged(
+                "executorch size_mb",
+                reason="not measured: the ExecuTorch lowering failed: boom",
+                key="executorch.size_mb",
+            ),
+        ],
+        id="targets-own-figures-unmeasured-say-which-and-why",
     ),
 ]
 
