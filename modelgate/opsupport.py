@@ -13,6 +13,7 @@ ops up are not mirrored here: the TorchScript loader runs them (``converter_view
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from functools import cache, lru_cache
 from importlib import metadata, resources
@@ -245,6 +246,15 @@ def load() -> OpSupport:
 # ----------------------------------------------------------------------------------------------
 
 
+# How the toolchains say that an op itself has no support (the rest of their errors may be
+# about a sample's arguments: LiteRT fails rfft for norm="ortho", not for the default):
+# ExecuTorch's edge verifier (exir/verification/verifier.py) and out-variant pass,
+# litert-torch's lowering registry (odml_torch/export.py), and a missing kernel (loading).
+_NO_SUPPORT = re.compile(
+    r"is not in Core ATen opset|Missing out variants|Lowering not found|Didn't find op for"
+)
+
+
 class Observed:
     """What a target's real toolchain did with each op on torch's OpInfo samples, read from
     the table its module ships (``targets/<name>_ops.json``). Verdicts: "unsupported" (it
@@ -275,10 +285,15 @@ class Observed:
         entry = self.ops.get(name) or self.ops.get(_functional(name))
         if entry is None:
             return Verdict("unknown", "are not among the ops observed on torch's OpInfo samples")
-        if entry["verdict"] == "fails":
+        if entry["verdict"] == "fails" and (entry.get("missing") or _NO_SUPPORT.search(
+                str(entry.get("error")))):  # fmt: skip
             return Verdict("unsupported", f"{self._how(entry)} (observed with {self.versions} "
                                           "on torch's OpInfo samples)",
                            stage=entry.get("stage"))  # fmt: skip
+        if entry["verdict"] == "fails":  # for a reason that may be the samples' arguments
+            count = entry.get("samples", "?")
+            return Verdict("depends", f"{count} of its {count} OpInfo samples failed, maybe "
+                                      f"for their arguments: {self._how(entry)}")  # fmt: skip
         if entry["verdict"] == "mixed":
             return Verdict("depends", f"{entry['failed']} of its {entry['samples']} OpInfo "
                                       f"samples failed: {self._how(entry)}")  # fmt: skip

@@ -14,9 +14,11 @@ each of torch's own OpInfo samples was sent through the real toolchain (ExecuTor
 with XNNPACK, its program's operators looked up in the runtime's kernel registry; LiteRT:
 converted, then loaded into the interpreter), and an op is flagged when it failed on every
 sample it caused to fail ("will not load in ExecuTorch: the program then needs
-aten::sort.values, which the ExecuTorch runtime has no kernel for"). An op that went through
-on some samples and failed on others depends on its arguments: a note names it and what
-failed. Ops never observed are listed in a note as unknown.
+aten::sort.values, which the ExecuTorch runtime has no kernel for") when the toolchain said
+the op itself has no support (no core-ATen form, no lowering, no kernel). An op that went
+through on some samples and failed on others, or failed for another reason (a converter pass
+on a sample's arguments), is a note: its arguments may decide. Ops never observed, and ops
+whose inputs have a dtype the samples never had, are listed in a note as unknown.
 
 A TorchScript graph is judged as each converter sees it: the graph passes coremltools and
 torch.onnx run before they look ops up are run on copies of it (coremltools turns a constant
@@ -167,8 +169,8 @@ def _judged(
         yield _problem(graph, op, name, target, said, verdict.stage)
     if depends:
         yield Note(
-            f"{target.name}: {len(depends)} op(s) went through on some of torch's samples and "
-            f"failed on others, so their arguments decide (--convert {target.name} tells): "
+            f"{target.name}: {len(depends)} op(s) failed on torch's samples in a way their "
+            f"arguments may decide (--convert {target.name} tells): "
             + "; ".join(f"{n}: {why}" for n, why in sorted(depends.items())[:5])
         )
     reasons: dict[str, list[str]] = {}

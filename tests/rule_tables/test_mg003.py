@@ -382,9 +382,12 @@ OBSERVED = {
         "aten::sort": {"verdict": "fails", "stage": "loading", "samples": 1,
                        "missing": ["aten::sort.values"]},
         "aten::kthvalue": {"verdict": "fails", "stage": "lowering", "samples": 1,
-                           "error": "SpecViolationError: Operator aten.kthvalue is not core"},
+                           "error": "SpecViolationError: Operator aten.kthvalue is not in "
+                                    "Core ATen opset"},
         "aten::div.Tensor_mode": {"verdict": "mixed", "stage": "lowering", "failed": 1,
                                   "samples": 2, "error": "ValueError: bad rounding"},
+        "aten::fft_rfft": {"verdict": "fails", "stage": "conversion", "samples": 6,
+                           "error": "NotImplementedError: FFT normalization != 0"},
         "aten::topk": {"verdict": "ok"},
         "aten::add.Tensor": {"verdict": "ok"},
     },
@@ -408,6 +411,7 @@ def _edge_graph() -> rc.ModelGraph:
         op("topk", "aten::topk", "default", 17),
         op("kthvalue", "aten::kthvalue", "default", 18),
         op("div", "aten::div", "Tensor_mode", 19),
+        op("fft_rfft", "aten::fft_rfft", "default", 23),  # failed, but not for want of support
         op("add_", "aten::add_", "Tensor", 20),  # in place: judged as aten::add.Tensor
         op("getitem", "_operator.getitem", "", 21),
         op("mystery", "mylib::mystery", "default", 22),
@@ -422,12 +426,14 @@ def test_an_observed_table_flags_what_failed_and_notes_what_depends(observed_tab
          f"aten::sort.values, which the ExecuTorch runtime has no kernel for ({SEEN})"),
         ("error", "aten::kthvalue (net.py:18)", "executorch:aten::kthvalue:kthvalue",
          "aten::kthvalue will not convert to ExecuTorch: lowering failed: SpecViolationError: "
-         f"Operator aten.kthvalue is not core ({SEEN})"),
+         f"Operator aten.kthvalue is not in Core ATen opset ({SEEN})"),
     ]  # fmt: skip
     assert result.notes == [
-        "MG003: executorch: 1 op(s) went through on some of torch's samples and failed on "
-        "others, so their arguments decide (--convert executorch tells): aten::div.Tensor_mode: "
-        "1 of its 2 OpInfo samples failed: lowering failed: ValueError: bad rounding",
+        "MG003: executorch: 2 op(s) failed on torch's samples in a way their arguments may "
+        "decide (--convert executorch tells): aten::div.Tensor_mode: "
+        "1 of its 2 OpInfo samples failed: lowering failed: ValueError: bad rounding; "
+        "aten::fft_rfft: 6 of its 6 OpInfo samples failed, maybe for their arguments: "
+        "conversion failed: NotImplementedError: FFT normalization != 0",
         "MG003: executorch: 1 op(s) are not among the ops observed on torch's OpInfo samples, "
         "so their support is unknown: mylib::mystery",
     ]
@@ -441,8 +447,8 @@ def test_a_lowering_that_then_would_not_load_drops_the_prediction_for_mg108(
     result = rc.run("MG003", checked(_edge_graph(), executorch=lowered), targets=["executorch"])
     assert result.findings == []
     assert result.notes == [
-        "MG003: executorch: predicted that 3 op(s) would not convert or load (aten::div."
-        "Tensor_mode, aten::kthvalue, aten::sort); the ExecuTorch lowering "
+        "MG003: executorch: predicted that 4 op(s) would not convert or load (aten::div."
+        "Tensor_mode, aten::fft_rfft, aten::kthvalue, aten::sort); the ExecuTorch lowering "
         "succeeded and the ExecuTorch runtime refused the program, which MG108 reports: the "
         "prediction was dropped"
     ]
