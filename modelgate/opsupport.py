@@ -255,6 +255,19 @@ _NO_SUPPORT = re.compile(
 )
 
 
+def _no_support(name: str, entry: dict[str, Any]) -> bool:
+    """The toolchain said that this op itself has no support: the op its error names is this
+    one ("aten.kthvalue.default is not in Core ATen opset" for aten::kthvalue). An error that
+    names another op is about what the op became for the samples' arguments (batch_norm in
+    training mode becomes _native_batch_norm_legit_functional; in eval mode it lowers)."""
+    error = str(entry.get("error") or "")
+    if not _NO_SUPPORT.search(error):
+        return False
+    named = set(re.findall(r"(?:aten\.|::)(\w+)", error))
+    base = name.split("::")[-1].split(".")[0]
+    return bool({base, base.rstrip("_")} & named)
+
+
 class Observed:
     """What a target's real toolchain did with each op on torch's OpInfo samples, read from
     the table its module ships (``targets/<name>_ops.json``). Verdicts: "unsupported" (it
@@ -285,8 +298,7 @@ class Observed:
         entry = self.ops.get(name) or self.ops.get(_functional(name))
         if entry is None:
             return Verdict("unknown", "are not among the ops observed on torch's OpInfo samples")
-        if entry["verdict"] == "fails" and (entry.get("missing") or _NO_SUPPORT.search(
-                str(entry.get("error")))):  # fmt: skip
+        if entry["verdict"] == "fails" and (entry.get("missing") or _no_support(name, entry)):
             return Verdict("unsupported", f"{self._how(entry)} (observed with {self.versions} "
                                           "on torch's OpInfo samples)",
                            stage=entry.get("stage"))  # fmt: skip

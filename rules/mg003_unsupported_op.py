@@ -139,8 +139,8 @@ def _judged(
     run = target.conversion
     outcome, result = _measured(graph, target)
     if outcome == "converted":
-        if flagged or depends:  # ops of unknown support went through: nothing to say
-            names = sorted({name for _, name, _ in flagged} | set(depends))
+        if flagged:  # ops it doubted (unknown, their arguments decide) went through
+            names = sorted({name for _, name, _ in flagged})
             shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
             if result.get("missing_kernels"):  # converted, then refused: MG108 says what
                 yield Note(
