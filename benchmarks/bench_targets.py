@@ -8,9 +8,10 @@ and imports. Prints both wall times and their ratio (goal: at most 1.2x).
 
     python benchmarks/bench_targets.py [--targets coreml,onnx,executorch,litert,ort-mobile]
 
-Measured here (2 cores, one run each; modelgate s / bare s / ratio): coreml 9.5 / 10.6 / 0.89,
-onnx 6.2 / 7.2 / 0.87, executorch 14.5 / 16.8 / 0.86, litert 11.7 / 10.7 / 1.10,
-ort-mobile 6.9 / 7.5 / 0.93.
+Measured here on a fresh clone (2 cores, one run each; modelgate s / bare s / ratio): coreml
+12.5 / 13.7 / 0.91, onnx 7.8 / 8.2 / 0.96, executorch 19.5 / 16.2 / 1.20, litert 10.8 / 13.3 /
+0.82, ort-mobile 8.4 / 8.2 / 1.02. ExecuTorch alone, twice more: 1.06 and 1.11 (the runs vary
+by about 10%).
 """
 
 from __future__ import annotations
