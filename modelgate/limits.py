@@ -173,7 +173,8 @@ def problems(graph: Any, rule: str) -> Iterator[Problem]:
         if entry.rule != rule or entry.passed is not False or entry.value is None:
             continue
         value = entry.value
-        said, fix = name(key), _FIXES.get(split(key)[1])
+        target, figure = split(key)
+        said, fix = name(key), (target and _TARGET_FIXES.get(figure)) or _FIXES.get(figure)
         of = f" ({entry.measured})" if entry.measured else ""
         limit = entry.limit
         if limit is not None and value > limit:
@@ -225,6 +226,13 @@ def unjudged(graph: Any) -> Iterator[Problem]:
             )
 
 
+# a target's own size and drift: what it converted, not a Core ML compression preset
+_TARGET_FIXES = {
+    "size_mb": "shrink the largest layers (metrics.largest_layers), quantize the weights with "
+    "the target's own toolchain (Core ML: compress: palettize-4 / int8), or raise the budget",
+    "drift": "its conversion changes the outputs: compare with another target's drift, look "
+    "for ops it computes in lower precision, or raise the limit",
+}
 _FIXES = {
     "size_mb": "compress further (compress: palettize-4 / int4), shrink the largest layers "
     "(metrics.largest_layers), or raise the budget",

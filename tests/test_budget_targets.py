@@ -539,3 +539,11 @@ def test_a_baseline_carries_each_targets_figures_for_growth_limits() -> None:
     ]
     entry = new.metrics["budget"]["executorch.latency_ms"]
     assert (entry["baseline"], entry["increase_pct"], entry["passed"]) == (25.3, 20.0, False)
+
+
+def test_a_targets_size_fix_is_about_what_it_converted() -> None:
+    """The model-wide size fix names Core ML presets; a target's own size gets its own."""
+    model = _judge(CONVERTED, {"targets": {"litert": {"size_mb": 0.001}}})
+    (finding,) = model.findings
+    assert finding.fix.startswith("shrink the largest layers (metrics.largest_layers), quantize")
+    assert _judge(CONVERTED, {"size_mb": 0.001}).findings[0].fix.startswith("compress further")
