@@ -333,12 +333,10 @@ class Observed:
 
 
 @cache
-def observed(package: str, name: str, label: str) -> Observed:
-    """The observed table that target module ``package`` ships as ``<name>_ops.json``."""
-    stem = name.replace("-", "_")
+def observed(package: str, filename: str, label: str) -> Observed:
+    """The observed table ``filename`` that a target module of ``package`` ships."""
     try:
-        text = resources.files(package).joinpath(f"{stem}_ops.json").read_text("utf-8")
-        table = json.loads(text)
+        table = json.loads(resources.files(package).joinpath(filename).read_text("utf-8"))
     except (OSError, ValueError):  # a broken install: every op is unknown, and MG003 says so
         table = {}
     return Observed(table if isinstance(table, dict) else {}, label)

@@ -12,7 +12,8 @@ through :class:`Target` and name no target themselves::
     CONVERSION = "Core ML conversion"   # what converting to it is called
     CONVERTING = "converting to Core ML"  # the stage its step reports while converting
     def op_verdict(name, fmt, dialect): ...   # MG003: why an op will not convert, or None
-                                        # (not needed with PREDICTS = False: no static table)
+                                        # (not needed with PREDICTS = False: no static table,
+                                        # or with OP_TABLE = "x_ops.json": an observed one)
     def step(emit, job, model, samples, reference): ...  # in the child: convert and measure
 
 Optional declarations, with their defaults, are the fields of :class:`Target` below.
@@ -65,6 +66,9 @@ class Target:
     op_fix: str = "rewrite it with ops the converter supports"
     # MG003 can judge its ops statically (op_verdict); else only its conversion tells
     predicts: bool = True
+    # the op table its module ships, observed on torch's samples (tools/gen_target_ops.py):
+    # with it, op_verdict, op_outside and kernel_ops read the table
+    op_table: str | None = None
     # the rule that reports its failed conversions (else MG107 conversion-failed)
     failure_rule: str | None = None
     failure_fixes: Mapping[str, str] = field(default_factory=dict)
@@ -98,19 +102,27 @@ class Target:
     def op_verdict(self, name: str, fmt: str, dialect: str | None) -> Any:
         """MG003's verdict on one op (an object with ``status`` and ``reason``), or None."""
         hook = getattr(self.module, "op_verdict", None)
+        if hook is None and self.op_table:
+            return self.observed().verdict(name)
         return hook(name, fmt, dialect) if hook else None
 
     def op_outside(self, op: Any, graph: Any) -> str | None:
         """MG003: why its op table does not speak for this use of ``op`` (a dtype its
         observations never had), or None."""
-        hook = getattr(self.module, "op_outside", None)
-        return hook(op, graph) if hook else None
+        return self.observed().outside(op, graph) if self.op_table else None
 
     def kernel_ops(self, kernel: str) -> list[str]:
-        """MG108: the graph ops (``OpOverload.name()``) that make its program need ``kernel``,
-        when the runtime names the kernel otherwise than the graph names the op."""
-        hook = getattr(self.module, "kernel_ops", None)
-        return list(hook(kernel)) if hook else []
+        """MG108: the graph ops (``OpOverload.name()``) that made its program need ``kernel``
+        on the samples, when the runtime names the kernel otherwise than the graph names the
+        op (LiteRT's ``STABLEHLO_SORT`` for ``aten::topk``)."""
+        return self.observed().producing(kernel) if self.op_table else []
+
+    def observed(self) -> Any:
+        """Its observed op table (:class:`modelgate.opsupport.Observed`)."""
+        from modelgate import opsupport
+
+        package = self.module.__name__.rpartition(".")[0] or self.module.__name__
+        return opsupport.observed(package, str(self.op_table), self.runtime or self.label)
 
     def file_issues(self, graph: Any) -> tuple[list[Any], str | None]:
         """MG003 on a file it checks as given: (issues, a note or None)."""
@@ -179,7 +191,8 @@ def _read(module: ModuleType) -> Target:
             f"{where}: NAME must be lower-case letters, digits, _ and inner -, got {name!r}"
         )
     predicts = bool(getattr(module, "PREDICTS", True))
-    for hook in ("op_verdict", "step") if predicts else ("step",):
+    op_table = getattr(module, "OP_TABLE", None)
+    for hook in ("op_verdict", "step") if predicts and not op_table else ("step",):
         if not callable(getattr(module, hook, None)):
             raise TargetError(f"{where}: no {hook}()")
     label = module.LABEL
@@ -198,6 +211,7 @@ def _read(module: ModuleType) -> Target:
         default=bool(getattr(module, "DEFAULT", False)),
         op_fix=getattr(module, "OP_FIX", Target.op_fix),
         predicts=predicts,
+        op_table=op_table,
         failure_rule=getattr(module, "FAILURE_RULE", None),
         failure_fixes=fixes,
         later_stages=frozenset(getattr(module, "LATER_STAGES", ())),

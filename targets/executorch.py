@@ -52,6 +52,9 @@ FAILURE_FIXES = {
 DRIFT_LABEL = "the ExecuTorch program"
 DRIFT_OF = "ExecuTorch runtime"  # declared once for every backend: the drift's method names it
 RUNTIME = "ExecuTorch runtime"
+# MG003: what lowering with XNNPACK and the kernel registry did with each op on torch's OpInfo
+# samples (tools/gen_target_ops.py executorch)
+OP_TABLE = "executorch_ops.json"
 LOADING = "loading the program in the ExecuTorch runtime"
 STAGE_LABELS = {LOADING: "ExecuTorch program"}
 LATER_STAGES = (LOADING,)  # lowered: a failure there is the runtime's (MG108)
@@ -237,7 +240,7 @@ def step(
         }  # fmt: skip
         emit("executorch", facts)
         if reference is not None:
-            emit("executorch_drift", {"error": why, "not_here": True})
+            emit("executorch_drift", {"error": why})
         return
     threads = threadpool(job.settings.measure.threads)  # before loading: see threadpool()
     emit.stage(f"executorch: {LOADING}")
@@ -393,20 +396,3 @@ def _macs(node: Any) -> int:
     if name in ("linear", "mm", "bmm", "matmul") and shapes and shapes[0]:
         return outputs * shapes[0][-1]
     return 0
-
-
-def op_verdict(name: str, fmt: str, dialect: str | None) -> Any:
-    """MG003: what lowering with XNNPACK and loading did with the op on torch's OpInfo
-    samples (``executorch_ops.json``, from ``tools/gen_target_ops.py``)."""
-    return _observed().verdict(name)
-
-
-def op_outside(op: Any, graph: Any) -> str | None:
-    """MG003: the table saw float32 samples; an op on other floating dtypes is unknown."""
-    return _observed().outside(op, graph)
-
-
-def _observed() -> Any:
-    from modelgate import opsupport
-
-    return opsupport.observed(__package__ or "modelgate.targets", NAME, RUNTIME)

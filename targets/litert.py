@@ -39,32 +39,11 @@ LATER_STAGES = (LOADING,)
 DRIFT_LABEL = "the LiteRT model"
 DRIFT_OF = "LiteRT interpreter (CPU)"
 RUNTIME = "LiteRT interpreter"
+# MG003 / MG108: what litert-torch and the interpreter did with each op on torch's OpInfo
+# samples (tools/gen_target_ops.py litert): LiteRT has no registry that says what loads
+OP_TABLE = "litert_ops.json"
 MODULES = ("torch", "numpy", "litert_torch", "ai_edge_litert.interpreter")
 _MISSING = re.compile(r"Didn't find op for (?:builtin opcode|custom opcode) '([^']+)'")
-
-
-def op_verdict(name: str, fmt: str, dialect: str | None) -> Any:
-    """MG003: what litert-torch and the interpreter did with the op on torch's OpInfo samples
-    (``litert_ops.json``, from ``tools/gen_target_ops.py``): LiteRT has no registry to read
-    that says what converts and what loads."""
-    return observed().verdict(name)
-
-
-def op_outside(op: Any, graph: Any) -> str | None:
-    """MG003: the table saw float32 samples; an op on other floating dtypes is unknown."""
-    return observed().outside(op, graph)
-
-
-def kernel_ops(kernel: str) -> list[str]:
-    """MG108: the ops that made the interpreter need ``kernel`` on the samples (the graph holds
-    ``aten::topk``, the interpreter names ``STABLEHLO_SORT``)."""
-    return observed().producing(kernel)
-
-
-def observed() -> Any:
-    from modelgate import opsupport
-
-    return opsupport.observed(__package__ or "modelgate.targets", NAME, RUNTIME)
 
 
 def refuses(fmt: str) -> str | None:

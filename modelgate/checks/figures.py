@@ -152,7 +152,7 @@ def _drift_figures(
         if not isinstance(drift, dict):
             continue
         out["drift_detail"] = _drift_detail(drift, of)
-        if drift.get("not_here"):  # its runtime is not on this machine: nothing failed
+        if (holder.get("run") or {}).get("elsewhere"):  # its runtime is not here: no failure
             not_measured["drift"] = f"not measured: {drift['error']}"
         elif drift.get("error"):
             not_measured["drift"] = f"measuring the drift failed: {drift['error']}"
