@@ -24,6 +24,9 @@ demo: install
 	@echo "--- a model with the classic deployment bugs (the gate fails: exit 1) -----"
 	@$(VENV)/bin/modelgate check demo/bad.pt2 demo/bad_state_dict.pt; \
 	  echo "(modelgate exited $$?: 0 passed, 1 failed, 2 usage or config error)"
+	@echo "--- a checkpoint (weights only) built from the repository's code by a recipe ----"
+	@cd demo/repo && $(abspath $(VENV))/bin/modelgate check checkpoints/; \
+	  echo "(modelgate exited $$?)"
 
 test: install
 	$(VENV)/bin/ruff check .
@@ -32,6 +35,9 @@ test: install
 
 lint: install
 	$(VENV)/bin/ruff check .
+
+bench: install  # the pickle scanner against the peer-suite corpus (about 2 minutes)
+	$(PY) benchmarks/bench_pickles.py
 
 clean:
 	rm -rf $(VENV) demo .pytest_cache

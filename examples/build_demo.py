@@ -7,6 +7,8 @@ bad.pt2             the same backbone with the classic mistakes: a flattened 24x
                     into a 4.7M-parameter Linear, an adaptive pool that does not divide its
                     input, and an export in training mode (dropout and batch statistics live)
 bad_state_dict.pt   a checkpoint of a model cast with .half() (Core ML fails at BatchNorm)
+repo/               a repository with model code (models/net.py), a Lightning-style checkpoint
+                    and a modelgate.yaml whose build recipe makes the checkpoint a model
 """
 
 from __future__ import annotations
@@ -70,7 +72,54 @@ def main(folder: str) -> None:
 
     half = GoodNet().eval().half()
     torch.save({"epoch": 12, "model": half.state_dict()}, out / "bad_state_dict.pt")
-    print(f"wrote {out}/good.pt2, {out}/bad.pt2, {out}/bad_state_dict.pt")
+    _repository(out / "repo")
+    print(f"wrote {out}/good.pt2, {out}/bad.pt2, {out}/bad_state_dict.pt, {out}/repo/")
+
+
+NET_PY = """import torch
+from torch import nn
+
+
+class Net(nn.Module):
+    def __init__(self, classes=10, width=16):
+        super().__init__()
+        self.conv = nn.Conv2d(3, width, 3, stride=2, padding=1)
+        self.bn = nn.BatchNorm2d(width)
+        self.pool = nn.AdaptiveAvgPool2d(12)  # a 64x64 map: 64 % 12 != 0
+        self.head = nn.Linear(width * 12 * 12, classes)
+
+    def forward(self, image):
+        x = self.pool(torch.relu(self.bn(self.conv(image))))
+        return self.head(torch.flatten(x, 1))
+
+
+def build(classes=10):
+    return Net(classes)
+"""
+RECIPE = """models:
+  - path: "checkpoints/*.ckpt"
+    build: "models.net:build"      # module:callable in this repository
+    kwargs: {classes: 10}
+    inputs: [{name: image, shape: [1, 3, 128, 128]}]
+"""
+
+
+def _repository(root: Path) -> None:
+    """A checkpoint that holds weights only, and the recipe that builds it from the code."""
+    import importlib.util
+
+    (root / "models").mkdir(parents=True, exist_ok=True)
+    (root / "checkpoints").mkdir(exist_ok=True)
+    (root / "models" / "__init__.py").write_text("")
+    (root / "models" / "net.py").write_text(NET_PY)
+    (root / "modelgate.yaml").write_text(RECIPE)
+    spec = importlib.util.spec_from_file_location("demo_net", root / "models" / "net.py")
+    module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
+    spec.loader.exec_module(module)  # type: ignore[union-attr]
+    net = module.build()
+    state = {f"model.{k}": v for k, v in net.state_dict().items()}  # a LightningModule's keys
+    torch.save({"epoch": 3, "state_dict": state, "hyper_parameters": {"classes": 10}},
+               root / "checkpoints" / "last.ckpt")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -30,7 +30,7 @@ from modelgate.targets import REGISTRY as TARGETS
 SCHEMA = 1  # the entry format; another value is a foreign entry
 _CHUNK = 4 * 1024 * 1024
 # packages every run may import besides the targets' own (TorchScript and .pt2 need torch)
-_BASE_PACKAGES = ("torch", "numpy", "onnx")
+_BASE_PACKAGES = ("torch", "numpy", "onnx", "safetensors", "transformers")  # + builds
 
 
 def _plain(value: Any) -> Any:
@@ -67,6 +67,7 @@ def settings(config: Config, cli_inputs: tuple[InputSpec, ...] = ()) -> dict[str
         "pickle_allow": list(config.pickle_allow),
         "checks": _plain(config.checks),
         "budgeted": sorted(config.budget),
+        "build": config.build,
         "added_targets": list(TARGETS.added()),
     }
 
@@ -199,10 +200,13 @@ def key_inputs(
     for name in parts(path):
         part = _digest(os.path.join(folder_of, name))
         shares[name] = part[0] if part else None  # a missing part is part of the key too
+    from modelgate import recipes
+
     inputs = {
         **(run if run is not None else run_inputs(config, cli_inputs)),
         "file": {"sha256": own[0], "size": own[1]},
         "parts": shares,
+        "build": recipes.fingerprint(path, config, config.recipe_paths.get(path)),
     }
     return Lookup(path, sha(inputs), inputs, (own[1], own[2]))
 

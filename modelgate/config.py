@@ -7,7 +7,6 @@ rule option is validated; ``tests/test_config.py`` keeps the shipped file in ste
 
 from __future__ import annotations
 
-import fnmatch
 import json
 import os
 import re
@@ -17,9 +16,11 @@ from pathlib import Path
 from typing import Any
 
 from modelgate import limits as budget_limits
+from modelgate import recipes
 from modelgate.checks import settings as check_settings
 from modelgate.checks.settings import CheckSettings
 from modelgate.finding import SEVERITIES
+from modelgate.globs import glob_match
 from modelgate.limits import Limit
 from modelgate.targets import REGISTRY as TARGETS
 
@@ -64,6 +65,11 @@ class Config:
     budget: dict[str, Limit] = field(default_factory=dict)  # metric -> limit
     cache: bool = True  # reuse results of files checked before (modelgate.cache)
     cache_dir: str | None = None  # None: MODELGATE_CACHE_DIR, else .modelgate_cache here
+    models: tuple[recipes.Recipe, ...] = ()  # build recipes (modelgate.recipes)
+    build: bool = True  # build weights-only files into models (off with --static)
+    # the path recipes match instead of a file's own: a baseline exported from git, or given
+    # with --baseline, matches as the model it is the baseline of
+    recipe_paths: dict[str, str] = field(default_factory=dict)
 
     def setting(self, rule_id: str) -> RuleSetting:
         return self.rules.get(rule_id, RuleSetting())
@@ -73,21 +79,9 @@ class Config:
         out: dict[str, set[str]] = {}
         posix = display_path.replace(os.sep, "/")
         for glob, ids in self.ignore.items():
-            if _glob_match(posix, glob):
+            if glob_match(posix, glob):
                 out[glob] = set(ids)
         return out
-
-
-def _glob_match(path: str, glob: str) -> bool:
-    """Match a repository-relative path against a glob; "**/" spans folders, a bare name
-    matches in any folder (as .gitignore does)."""
-    path = path.removeprefix("./")
-    if "/" not in glob:
-        return fnmatch.fnmatchcase(path.rsplit("/", 1)[-1], glob)
-    pattern = re.escape(glob.removeprefix("./"))
-    pattern = pattern.replace(r"\*\*/", "(?:.*/)?").replace(r"\*\*", ".*")
-    pattern = pattern.replace(r"\*", "[^/]*").replace(r"\?", "[^/]")
-    return re.fullmatch(pattern, path) is not None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -194,6 +188,7 @@ def build_schema() -> dict[str, Any]:
                 },
                 "additionalProperties": False,
             },
+            **recipes.SCHEMA,
             **check_settings.schema(),
             **budget_limits.schema({t.name: t.label for t in TARGETS}),
         },
@@ -318,6 +313,7 @@ def from_dict(doc: dict[str, Any], source: str = "config") -> Config:
         budget=budget_limits.parse(doc.get("budget")),
         cache=bool((doc.get("cache") or {}).get("enabled", True)),
         cache_dir=(doc.get("cache") or {}).get("dir"),
+        models=recipes.parse(doc.get("models")),
     )
 
 

@@ -23,7 +23,7 @@ from modelgate.loaders.errors import Unreadable
 # What a directory walk picks up; files named explicitly are read whatever their name.
 MODEL_SUFFIXES = (
     ".pt", ".pth", ".pt2", ".ckpt", ".bin", ".onnx", ".safetensors", ".torchscript", ".ptl",
-    ".pkl", ".pickle", ".model",
+    ".pkl", ".pickle", ".model", ".npy", ".npz", ".joblib",
 )  # fmt: skip
 # TensorProto.external_data entry {key: "location", value: ...}: field 1 "location", field 2
 _LOCATION = b"\x0a\x08location\x12"

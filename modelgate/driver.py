@@ -5,6 +5,8 @@ model, the verdict decides. The CLI and the GitHub Action both call :func:`run`.
 
 from __future__ import annotations
 
+import dataclasses
+
 from modelgate import baseline, budget, cache, discover, parallel, verdict
 from modelgate.config import Config, InputSpec
 from modelgate.engine import display_path
@@ -27,6 +29,9 @@ def run(
     budget judges every model. ``found`` (what :func:`modelgate.discover.discover` made of the
     paths given) adds a note of what a folder scan checked and skipped."""
     olds = [b for b in dict.fromkeys((baselines or {}).values()) if b not in paths]
+    if baselines:  # a baseline is built by its model's recipe (modelgate.recipes)
+        aliases = {old: new for new, old in baselines.items() if old not in paths}
+        config = dataclasses.replace(config, recipe_paths={**config.recipe_paths, **aliases})
     checked, cache_note = _check(paths + olds, config, cli_inputs, jobs)
     by_path = dict(zip(paths + olds, checked, strict=True))
     report = Report(checked[: len(paths)])

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from modelgate.finding import SourceLocation
-from modelgate.results import BudgetResult, ChecksResult
+from modelgate.results import BudgetResult, BuildResult, ChecksResult
 
 # Bytes per element of the dtype names modelgate uses (torch's names, lower case).
 ITEMSIZE: dict[str, float] = {
@@ -235,6 +235,8 @@ class ModelGraph:
     unreadable_member: str | None = None
     notes: list[str] = field(default_factory=list)  # what the reader could not do, and why
     native_code: list[str] = field(default_factory=list)  # archive members that are binaries
+    # how a file of weights was built into this model (modelgate.checks.build); None: not built
+    build: BuildResult | None = field(default=None, repr=False)
     # what the checks found (modelgate.checks.pipeline), before the rules run; None: not run
     checks: ChecksResult | None = field(default=None, repr=False)
     # the budget judged (modelgate.budget), on the view the budget rules run on

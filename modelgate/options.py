@@ -81,8 +81,8 @@ def apply(config: Config, options: Options) -> Config:
         cache=config.cache and not options.no_cache,
         cache_dir=os.path.abspath(options.cache_dir) if options.cache_dir else config.cache_dir,
     )
-    if options.static:
-        merged = replace(merged, budget=_static_budget(config, options.baseline))
+    if options.static:  # metadata only: no torch, so no build either
+        merged = replace(merged, budget=_static_budget(config, options.baseline), build=False)
     return merged
 
 

@@ -30,6 +30,15 @@ class ModelReport:
             by_reason.setdefault(why, []).append(rid)
         return [(", ".join(ids), why) for why, ids in by_reason.items()]
 
+    @property
+    def kind(self) -> str:
+        """The file's format as a reader says it, and what built it into a model."""
+        label = self.format.replace("_", " ")
+        built = self.metrics.get("built")
+        if isinstance(built, dict):
+            label += f", built by {built.get('by')}" if built.get("ok") else ", build failed"
+        return label
+
     def counts(self) -> dict[str, int]:
         out = {"error": 0, "warning": 0, "info": 0}
         for f in self.findings:

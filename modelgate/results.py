@@ -20,6 +20,51 @@ StepResult = dict[str, Any]  # one target's or one preset's result (see the modu
 
 
 @dataclass
+class BuildResult:
+    """How a file of weights was built into a model (:mod:`modelgate.checks.build`), or why
+    it was not: what MG111 (keys that do not fit) and MG112 (a failed build) read."""
+
+    kind: str  # recipe | huggingface | pickled_module
+    label: str  # what built it: "recipe models.net:build"
+    ok: bool = False
+    pt2: str | None = None  # the exported program, in ``folder``
+    folder: str | None = None  # a temporary folder the engine removes
+    stage: str | None = None  # where it stopped
+    error: str | None = None
+    detail: str = ""
+    kind_of_failure: str | None = None  # error | timeout | crash | memory (a child that died)
+    # not built, and not a finding: a folder that only looks like a Hugging Face model
+    # (transformers missing, a model type it does not know, no default inputs of its kind)
+    refused: bool = False
+    missing: list[str] = field(default_factory=list)  # the module's keys the file lacks
+    unexpected: list[str] = field(default_factory=list)  # the file's keys the module lacks
+    mismatched: list[tuple[Any, ...]] = field(default_factory=list)  # (key, file, module)
+    counts: dict[str, int] = field(default_factory=dict)
+    inputs: list[dict[str, Any]] = field(default_factory=list)  # what it was exported on
+    notes: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def keys_fit(self) -> bool:
+        return not (self.missing or self.unexpected or self.mismatched)
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"kind": self.kind, "by": self.label, "ok": self.ok}
+        if self.inputs:
+            out["inputs"] = self.inputs
+        if not self.ok:
+            out.update(stage=self.stage, error=self.error)
+            if self.refused:
+                out["refused"] = True
+        if not self.keys_fit:
+            out["keys"] = {"missing": self.missing, "unexpected": self.unexpected,
+                           "mismatched": [list(m) for m in self.mismatched]}  # fmt: skip
+        if self.notes:
+            out["notes"] = self.notes
+        return out
+
+
+@dataclass
 class Requested:
     """What the run asked of this model's checks."""
 

@@ -4,7 +4,8 @@
 Reports every check that was asked for explicitly and did not run on the model, each with
 the reason and what would let it run:
 - a conversion (`convert:` / `--convert coreml`, `--convert onnx`): a state dict or a pickled
-  module has no architecture to convert, a model without input shapes cannot be run, Core ML
+  module has no architecture to convert (a build recipe, `models:` in the config, gives it
+  one), a model without input shapes cannot be run, Core ML
   has no ONNX frontend, a converter's package is missing, the time limit was used up;
 - a compression preset (`compress:` / `--compress palettize-4`), for the same reasons;
 - a target's op check (`targets:` / `--target`, MG003) on a model it cannot read: a file
@@ -12,9 +13,10 @@ the reason and what would let it run:
 
 Only what the config or the command line named counts: the default targets are not asked
 for, so a plain `modelgate check weights.pth` does not fail. A budgeted figure that could not
-be measured is MG304's; an unreadable file is MG902 alone; a check that did not run because
-an earlier one failed (presets after a failed Core ML conversion, MG101; presets after a
-crashed one, MG105) is not reported twice: that failure is the finding.
+be measured is MG304's; an unreadable file is MG902 alone, a file whose build recipe failed
+is MG111 or MG112 alone; a check that did not run because an earlier one failed (presets
+after a failed Core ML conversion, MG101; presets after a crashed one, MG105) is not
+reported twice: that failure is the finding.
 
 ## Why is this bad?
 A gate that asked for a conversion and goes green without one is theatre: the verdict says
@@ -59,6 +61,8 @@ _SAVE = "save the model with torch.export.save (.pt2) or torch.jit.save, which k
 
 
 def check(graph: ModelGraph, options: dict) -> Iterator[Problem]:
+    if graph.build is not None and not graph.build.ok and not graph.build.refused:
+        return  # its recipe did not build a model: that is the finding (MG111 / MG112)
     for target in options.get("asked_targets") or []:
         why = _op_check_blocked(graph, target)
         if why is not None:

@@ -8,8 +8,15 @@ or shorter than its tensor, an ONNX graph ONNX Runtime refuses to build (a node 
 value that nothing or two nodes define), a truncated ONNX protobuf,
 a zip that PyTorch and Python would read as two different archives, a sharded checkpoint
 whose index and shards disagree (or a shard is missing), a FIFO, device or socket (refused
-without opening it), or a file that is no model at all. Training state (optimizer, scheduler,
-RNG state, Trainer arguments) is not "no model": it is scanned and reported as training state.
+without opening it), a NumPy `.npy` / `.npz` whose header or data is malformed or truncated, a
+joblib stream that `joblib.load` could not follow either (or that decompresses past 8 GB), a
+legacy `.tar` torch.save file with a member missing or a link where a file must be, a
+container modelgate does not read (7-Zip, GGUF, HDF5, a gzip or a zip or a tar that holds no
+model), or a file that is no model at all. Training state (optimizer, scheduler, RNG state,
+Trainer arguments) is not "no model": it is scanned and reported as training state; tensors in
+a list, a tuple or any other container are weights (format `tensor_container`), and a pickle
+is "not a model" only when it holds no tensor at all. Formats that carry pickles (NumPy object
+arrays, joblib, legacy `.tar`) are read and their pickles scanned (MG901), not refused here.
 A model whose check crashed a reader or ran past the time limit (`timeout:`) is reported here
 too.
 

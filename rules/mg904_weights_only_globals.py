@@ -84,8 +84,7 @@ def check(graph: ModelGraph, options: dict) -> Iterator[Problem]:
             "torch.load(weights_only=True) cannot load this file, even with add_safe_globals: "
             f"{why}{unsafe}",
             location,
-            fix="save these as plain dicts and lists (dict(hparams), list(queue)) before "
-            "torch.save, or load the file with weights_only=False only where you trust it",
+            fix=_blocked_fix(blocked),
             key="weights-only",
         )
         return
@@ -100,3 +99,16 @@ def check(graph: ModelGraph, options: dict) -> Iterator[Problem]:
         f"[{', '.join(_expression(n) for n in needs)}])",
         key="weights-only",
     )
+
+
+def _blocked_fix(blocked: dict[str, str]) -> str:
+    """What lets torch's weights_only unpickler read the file, by what blocks it."""
+    fixes = []
+    if any(name.startswith("opcode ") for name in blocked):
+        fixes.append("re-save it with torch.save's default pickle protocol (2)")
+    if any(name.startswith("the legacy") for name in blocked):
+        fixes.append("re-save it with torch.save from torch 1.6 or later")
+    if any(not name.startswith(("opcode ", "the legacy")) for name in blocked):
+        fixes.append("save these as plain dicts and lists (dict(hparams), list(queue)) before "
+                     "torch.save")  # fmt: skip
+    return "; ".join(fixes) + ", or load the file with weights_only=False only where you trust it"

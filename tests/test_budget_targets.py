@@ -20,8 +20,9 @@ GROWTH_NOT_JUDGED = (
     "growth limits not judged: no baseline (--baseline OLD; in the Action: a new model)"
 )
 STATE_DICT = (
-    "a state dict holds weights only, no architecture to convert or run: save the model with "
-    "torch.export.save (.pt2) or torch.jit.save"
+    "a state dict holds weights only, no architecture to convert or run: add a build recipe "
+    "(models: in modelgate.yaml) or save the model with torch.export.save (.pt2) or "
+    "torch.jit.save"
 )
 XNNPACK = "ExecuTorch 1.5.1 CPU (XNNPACK)"
 # what a target's drift and latency are of, as its module declares them

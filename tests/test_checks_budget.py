@@ -72,8 +72,8 @@ def test_a_budget_that_cannot_be_judged_is_a_warning(run_cli, models, tmp_path: 
     assert (
         "MG304",
         "the budget for drift was not judged: not measured: a state dict holds "
-        "weights only, no architecture to convert or run: save the model with "
-        "torch.export.save (.pt2) or torch.jit.save",
+        "weights only, no architecture to convert or run: add a build recipe (models: in "
+        "modelgate.yaml) or save the model with torch.export.save (.pt2) or torch.jit.save",
     ) in found
     assert ("MG304", "the budget for macs was not judged: no graph of ops in this format") in found
     assert run_cli("check", model, "--fail-on", "warning")[0] == 1
@@ -178,8 +178,9 @@ def test_models_that_cannot_run_say_why(run_cli, models) -> None:
     ]
     skipped = {s["rule"]: s["reason"] for s in _json(out)["skipped"]}
     reason = (
-        "a state dict holds weights only, no architecture to convert or run: save the "
-        "model with torch.export.save (.pt2) or torch.jit.save"
+        "a state dict holds weights only, no architecture to convert or run: add a build "
+        "recipe (models: in modelgate.yaml) or save the model with torch.export.save (.pt2) or "
+        "torch.jit.save"
     )
     assert skipped["MG101"] == f"not converted: {reason}"
     assert skipped["MG105"] == f"not compressed: {reason}"

@@ -20,7 +20,10 @@ from modelgate.finding import Finding, Location
 from modelgate.report import ModelReport, Report
 from modelgate.reporters import text
 
-SAVE = "save the model with torch.export.save (.pt2) or torch.jit.save"
+SAVE = (
+    "add a build recipe (models: in modelgate.yaml) or save the model with "
+    "torch.export.save (.pt2) or torch.jit.save"
+)
 WEIGHTS_ONLY = "a state dict holds weights only, no architecture to convert or run"
 
 

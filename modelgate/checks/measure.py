@@ -26,16 +26,23 @@ _INT_HIGH = 10  # integer inputs (token ids, indices) are drawn from [0, 10)
 
 
 def synthetic_inputs(
-    specs: Sequence[tuple[tuple[int, ...], str]], samples: int, seed: int
+    specs: Sequence[tuple[tuple[int, ...], str]],
+    samples: int,
+    seed: int,
+    names: Sequence[str] = (),
 ) -> list[list[np.ndarray]]:
     """``samples`` seeded input sets, one array per model input: standard normal floats,
-    integers in [0, 10), random booleans."""
+    integers in [0, 10), random booleans; an integer input named like an attention mask
+    (``*mask``) is all ones, as an unpadded sequence sends it (other values are not a mask)."""
     rng = np.random.default_rng(seed)
     out = []
     for _ in range(samples):
         one = []
-        for shape, dtype in specs:
-            if dtype.startswith(("float", "bfloat")):
+        for index, (shape, dtype) in enumerate(specs):
+            name = names[index] if index < len(names) else ""
+            if dtype.startswith(("int", "uint")) and name.lower().endswith("mask"):
+                one.append(np.ones(shape, dtype=np.dtype(dtype)))
+            elif dtype.startswith(("float", "bfloat")):
                 one.append(rng.standard_normal(shape).astype(np.float32))
             elif dtype == "bool":
                 one.append(rng.integers(0, 2, shape).astype(bool))

@@ -16,7 +16,15 @@ from modelgate.limits import budgeted_targets
 from modelgate.targets import REGISTRY as TARGETS
 
 RUNNABLE = ("torchscript", "torch_export")
-_WEIGHTS_ONLY = ("state_dict", "checkpoint", "tensor", "safetensors")
+_WEIGHTS_ONLY = (
+    "state_dict",
+    "checkpoint",
+    "tensor",
+    "tensor_container",
+    "safetensors",
+    "numpy",
+    "joblib",
+)
 TORCH = ("torch", "numpy")  # what a step that loads the model with torch imports
 # what torch.export.load and run_decompositions import on first use (~2 s, once a worker)
 TORCH_EXPORT = (
@@ -64,7 +72,13 @@ def blocked(graph: ModelGraph) -> tuple[str, str | None] | None:
             None,
         )
     save = "save the model with torch.export.save (.pt2) or torch.jit.save"
-    if graph.format in _WEIGHTS_ONLY:
+    built = graph.build
+    if built is not None and built.refused:
+        return f"not built as a Hugging Face model: {built.error}", None
+    if built is not None and not built.ok:
+        return f"{built.label} could not build a model from the file (MG111 / MG112)", None
+    if graph.format in _WEIGHTS_ONLY or graph.format.startswith("sharded"):
+        save = "add a build recipe (models: in modelgate.yaml) or " + save
         kind = graph.format.replace("_", " ")
         return f"a {kind} holds weights only, no architecture to convert or run", save
     if graph.format == "pickled_module":

@@ -75,7 +75,10 @@ def run(emit: Emit, job: Job, step: TargetStep | None, file_step: FileStep | Non
         return
     measure_settings = job.settings.measure
     specs = [(shape, dtype) for _, shape, dtype in job.inputs]
-    samples = measure.synthetic_inputs(specs, measure_settings.samples, measure_settings.seed)
+    names = [name for name, _, _ in job.inputs]
+    samples = measure.synthetic_inputs(
+        specs, measure_settings.samples, measure_settings.seed, names
+    )
     reference = None
     if job.drift:
         emit.stage("load: running the original model")

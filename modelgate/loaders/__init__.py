@@ -1,7 +1,10 @@
 """Reading model files by their content into a :class:`~modelgate.graph.ModelGraph`.
 
 :func:`load` never raises: a file that cannot be read comes back with ``unreadable`` set
-(finding MG902), unsafe pickles with ``pickle_issues`` (MG901).
+(finding MG902), unsafe pickles with ``pickle_issues`` (MG901). Read: torch.save (zip, legacy
+and ``.tar`` layouts), TorchScript, ``.pt2``, plain pickles, safetensors, ONNX, NumPy
+``.npy`` / ``.npz`` and joblib (raw and compressed); every pickle any of them carries is
+scanned. Other containers are named in the MG902 message.
 """
 
 from __future__ import annotations
@@ -22,17 +25,25 @@ _OTHER_MAGIC = (
     (0, b"GGUF", "a GGUF (llama.cpp) file"),
     (0, b"\x89HDF\r\n\x1a\n", "an HDF5 (Keras .h5) file"),
     (4, b"TFL3", "a TensorFlow Lite flatbuffer"),
-    (0, b"\x93NUMPY", "a NumPy .npy array"),
     (0, b"\x1f\x8b", "a gzip file"),
     (0, b"7z\xbc\xaf\x27\x1c", "a 7-Zip archive"),
     (0, b"\xfd7zXZ\x00", "an xz file"),
+    (0, b"BZh", "a bzip2 file"),
+    (0, b"\x04\x22\x4d\x18", "an LZ4 file"),
     (257, b"ustar", "a tar archive"),
 )
 
 
 def sniff(path: str) -> str:
     """The format a file's first bytes announce: zip, pickle, safetensors, onnx, lfs, ..."""
-    from modelgate.loaders import onnx_model, pickle_scan, safetensors
+    from modelgate.loaders import (
+        joblib_file,
+        numpy_file,
+        onnx_model,
+        pickle_scan,
+        safetensors,
+        tar_legacy,
+    )
 
     size = os.path.getsize(path)
     with open(path, "rb") as fh:
@@ -44,13 +55,21 @@ def sniff(path: str) -> str:
     if head.startswith(b"PK\x03\x04") or head.startswith(b"PK\x05\x06"):
         return "zip"
     if pickle_scan.is_pickle(head):
-        return "pickle"
+        return "joblib" if joblib_file.names_wrapper(path) else "pickle"
+    if numpy_file.sniff(head):
+        return "numpy"
     if safetensors.sniff(head, size):
         return "safetensors"
     if onnx_model.sniff(head, size):
         return "onnx"
+    if joblib_file.names_wrapper(path):  # protocols 0 and 1: no header
+        return "joblib"
     if _text_pickle(path):
         return "pickle"
+    if joblib_file.compression(head) is not None:
+        return "compressed"
+    if tar_legacy.sniff(head):
+        return "tar"
     return "unknown"
 
 
@@ -138,6 +157,22 @@ def _load(path: str, graph: ModelGraph, policy: Policy) -> None:
 
         with open(path, "rb") as fh:  # read as far as the pickles go, not the storages
             torch_pickle.load_pickle_stream(fh, graph.file_size, graph, policy)
+    elif kind in ("joblib", "compressed"):
+        from modelgate.loaders import joblib_file, torch_pickle
+
+        refusal = _unknown(path) if kind == "compressed" else None
+        with open(path, "rb") as fh:
+            if not joblib_file.load(fh, graph, policy, refusal):  # legacy torch.save after all
+                torch_pickle.load_pickle_stream(fh, graph.file_size, graph, policy)
+    elif kind == "numpy":
+        from modelgate.loaders import numpy_file
+
+        with open(path, "rb") as fh:
+            numpy_file.load(fh, graph.file_size, graph, policy)
+    elif kind == "tar":
+        from modelgate.loaders import tar_legacy
+
+        tar_legacy.load(path, graph, policy, _unknown(path))
     elif kind == "safetensors":
         from modelgate.loaders import safetensors
 
@@ -149,6 +184,13 @@ def _load(path: str, graph: ModelGraph, policy: Policy) -> None:
         try:
             onnx_model.load(path, graph)
         except Unreadable as exc:
+            if not path.lower().endswith(".onnx") and _text_pickle(path):
+                _reset(graph)  # a protocol 0 pickle whose first bytes read as protobuf
+                from modelgate.loaders import torch_pickle
+
+                with open(path, "rb") as fh:
+                    torch_pickle.load_pickle_stream(fh, graph.file_size, graph, policy)
+                return
             if path.lower().endswith(".onnx") or exc.reason.startswith("truncated ONNX protobuf"):
                 raise
             raise Unreadable(_unknown(path)) from None
@@ -156,22 +198,66 @@ def _load(path: str, graph: ModelGraph, policy: Policy) -> None:
         raise Unreadable(_unknown(path))
 
 
+def _reset(graph: ModelGraph) -> None:
+    """Forget what a reader that gave up recorded, keeping the file's identity."""
+    fresh = ModelGraph(graph.path)
+    fresh.file_size = graph.file_size
+    graph.__dict__.update(fresh.__dict__)
+
+
 def _unknown(path: str) -> str:
     with open(path, "rb") as fh:
         head = fh.read(512)
     for offset, magic, what in _OTHER_MAGIC:
         if head[offset : offset + len(magic)] == magic:
-            return f"{what}, not a format modelgate reads (PyTorch, safetensors, ONNX)"
+            return f"{what}, not a format modelgate reads ({_READS})"
     if head[:1] in (b"{", b"[") or head[:5].lower() in (b"<?xml", b"<html"):
         return "a text file, not a model"
-    return "not a model file: no PyTorch, safetensors or ONNX signature"
+    return "not a model file: no PyTorch, safetensors, ONNX, NumPy or joblib signature"
+
+
+_READS = "PyTorch, safetensors, ONNX, NumPy, joblib"
 
 
 def _load_zip(path: str, graph: ModelGraph, policy: Policy) -> None:
-    from modelgate.loaders import pt2, torch_pickle, torchscript
+    """A zip by what it holds. One refused as malformed is scanned entry by entry first
+    (:mod:`modelgate.loaders.zip_salvage`): what a reader may still execute is MG901."""
+    try:
+        _read_zip(path, graph, policy)
+    except Unreadable as exc:
+        if not exc.structural:
+            raise
+        from modelgate.loaders import zip_salvage
+
+        try:
+            found = zip_salvage.scan_entries(path, policy, os.path.basename(path))
+        except (OSError, ValueError):
+            found = []
+        if not found:
+            raise
+        graph.pickle_issues.extend(found)
+        graph.notes.append(
+            f"{exc.reason}: every entry of the archive was scanned as a reader might take it"
+        )
+
+
+def _read_zip(path: str, graph: ModelGraph, policy: Policy) -> None:
+    from modelgate.loaders import numpy_file, pt2, torch_pickle, torchscript
     from modelgate.loaders.archive import open_archive
 
-    archive = open_archive(path)
+    try:
+        archive = open_archive(path)
+    except Unreadable as exc:
+        # refusals that guard torch's reader (miniz): a zip of .npy members only is no torch
+        # model to any reader, and numpy reads it with Python's zipfile, as modelgate does
+        if not exc.reason.startswith(("zip bomb", "zip archive names member")):
+            raise
+        npz = numpy_file.open_npz(path)
+        if npz is None:
+            raise
+        with npz.zf:
+            numpy_file.load_npz(npz, graph, policy)
+        return
     with archive.zf:
         if pt2.is_pt2(archive):
             pt2.load(archive, graph, policy)
@@ -179,6 +265,10 @@ def _load_zip(path: str, graph: ModelGraph, policy: Policy) -> None:
             torchscript.load(archive, graph, policy)
         elif archive.has("data.pkl"):
             torch_pickle.load_zip(archive, graph, policy)
+        elif numpy_file.is_npz(archive):
+            numpy_file.load_npz(archive, graph, policy)
         else:
             names = ", ".join(list(archive.infos)[:3])
-            raise Unreadable(f"a zip archive that is not a PyTorch model (members: {names})")
+            raise Unreadable(
+                f"a zip archive that is not a PyTorch model or a NumPy .npz (members: {names})"
+            )

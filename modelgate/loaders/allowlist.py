@@ -9,9 +9,11 @@ The allow-list is what tensors and plain containers need (it mirrors torch's own
 ``weights_only`` unpickler), plus PyTorch's own ``torch.nn`` module classes in class position,
 so that a pickled ``nn.Module`` can be read as a module tree, plus values training frameworks
 put into checkpoints that do nothing when rebuilt (``argparse.Namespace``, ``pathlib`` paths,
-``datetime`` values, ``collections`` containers, Lightning's ``AttributeDict``; see
-:data:`INERT`), each rebuilt as a stand-in of its shape. Users extend it in the config.
-Everything else stays out: fail closed.
+``datetime`` values, ``collections`` containers, Lightning's ``AttributeDict``, omegaconf's
+``DictConfig`` / ``ListConfig`` and their nodes; see :data:`INERT`), each rebuilt as a
+stand-in of its shape, plus joblib's array wrappers where a joblib file is read
+(:data:`JOBLIB_WRAPPERS`). Users extend it in the config. Everything else stays out: fail
+closed.
 """
 
 from __future__ import annotations
@@ -113,6 +115,11 @@ ALLOWED: dict[str, frozenset[str]] = {
     "numpy._core.multiarray.scalar": frozenset({"call"}),
     "numpy.ndarray": frozenset({"ref", "class"}),
     "numpy.dtype": frozenset({"call", "ref"}),
+    # protocols 0 and 1 pickle an instance as _reconstructor(cls, base, state): it calls
+    # base.__new__(cls) (and base.__init__ unless base is object); cls and base are globals of
+    # their own, checked as references, and only harmless types are allowed as those
+    "copyreg._reconstructor": frozenset({"call"}),
+    "typing.Any": frozenset({"ref"}),  # omegaconf's ref_type / element_type
 }
 
 # Values training frameworks put into checkpoints, which do nothing when rebuilt: a class here
@@ -128,6 +135,21 @@ INERT_RECORDS = frozenset(
         *(f"pathlib._local.{c}" for c in ("Path", "PosixPath", "WindowsPath", "PurePath",
                                           "PurePosixPath", "PureWindowsPath")),  # Python 3.13
         *(f"datetime.{c}" for c in ("datetime", "date", "time", "timedelta", "timezone")),
+        # omegaconf (Hydra configs): containers and value nodes whose __setstate__ only stores
+        # the state; a structured config's own classes and enums are globals of their own
+        "omegaconf.dictconfig.DictConfig", "omegaconf.listconfig.ListConfig",
+        "omegaconf.base.ContainerMetadata", "omegaconf.base.Metadata",
+        *(f"omegaconf.nodes.{c}Node" for c in ("Any", "String", "Integer", "Float", "Boolean",
+                                              "Bytes", "Path", "Enum")),
+        # a Hugging Face Trainer's training_args.bin: a dataclass of settings and the enums
+        # its fields hold (an enum called with its value only looks the member up)
+        "transformers.training_args.TrainingArguments",
+        "transformers.training_args_seq2seq.Seq2SeqTrainingArguments",
+        "transformers.training_args.OptimizerNames",
+        "transformers.debug_utils.DebugOption",
+        *(f"transformers.trainer_utils.{c}" for c in ("IntervalStrategy", "SaveStrategy",
+                                                      "SchedulerType", "HubStrategy",
+                                                      "EvaluationStrategy", "FSDPOption")),
     }
 )  # fmt: skip
 INERT_DICTS = frozenset(
@@ -145,6 +167,19 @@ INERT_LISTS = frozenset({"collections.deque"})
 INERT_STRS = frozenset({"torch.torch_version.TorchVersion"})  # torch.__version__
 INERT = INERT_RECORDS | INERT_DICTS | INERT_LISTS | INERT_STRS
 ALLOWED.update({name: frozenset({"call", "class", "ref"}) for name in INERT})
+
+# joblib writes each numpy array as a wrapper object followed by the array's bytes (or, for an
+# object array, by a pickle of its own): the wrappers only carry shape, dtype and order (or,
+# for joblib < 0.10, the name of a companion .npy file). Allowed where joblib reads the file.
+JOBLIB_WRAPPERS = frozenset(
+    {
+        "joblib.numpy_pickle.NumpyArrayWrapper",
+        "joblib.numpy_pickle.NDArrayWrapper",
+        "joblib.numpy_pickle.ZNDArrayWrapper",
+        "joblib.numpy_pickle_compat.NDArrayWrapper",
+        "joblib.numpy_pickle_compat.ZNDArrayWrapper",
+    }
+)
 
 # PyTorch's own layer classes: read as module structure when used as classes (NEWOBJ).
 # Module path segments are lower case and the class is the last segment: an attribute path
@@ -184,12 +219,15 @@ class Policy:
 
     extra: tuple[str, ...] = ()
     torchscript: bool = False  # allow TorchScript's own class and rebuild names
+    joblib: bool = False  # allow joblib's array wrappers (a joblib.dump file)
 
     def allows(self, name: str, usage: str) -> bool:
         if self.extra_allows(name):
             return True
         if usage == "build":  # BUILD on a global patches a class or function at load
             return False
+        if self.joblib and name in JOBLIB_WRAPPERS:
+            return usage in ("class", "ref")
         allowed = ALLOWED.get(name)
         if allowed is not None:
             return usage in allowed

@@ -22,9 +22,9 @@ from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
 from modelgate.graph import PickleIssue
-from modelgate.loaders.allowlist import Policy
+from modelgate.loaders.allowlist import Policy, resolve
 from modelgate.loaders.errors import Unreadable
-from modelgate.loaders.inert import load_inert_keys
+from modelgate.loaders.inert import InertUnpickler
 from modelgate.loaders.pickle_scan import ScanResult, is_pickle, scan
 from modelgate.loaders.pickle_stream import scan_sequence
 
@@ -77,13 +77,14 @@ def open_archive(source: str | BinaryIO, label: str = "") -> Archive:
     try:
         zf = zipfile.ZipFile(source)
     except zipfile.BadZipFile as exc:
-        raise Unreadable(f"broken zip archive ({exc}); the file may be truncated") from None
+        raise _structural(f"broken zip archive ({exc}); the file may be truncated") from None
     except Exception as exc:  # OSError, struct.error, OverflowError, ...: all the same to us
-        raise Unreadable(f"broken zip archive ({type(exc).__name__}: {exc})") from None
+        raise _structural(f"broken zip archive ({type(exc).__name__}: {exc})") from None
     try:
         infos = _validate(zf)
-    except Unreadable:
+    except Unreadable as exc:
         zf.close()
+        exc.structural = True
         raise
     except (OSError, ValueError, struct.error, OverflowError) as exc:
         zf.close()
@@ -243,7 +244,7 @@ def read_member(archive: Archive, name: str, limit: int = MAX_SMALL_MEMBER) -> b
         with archive.zf.open(info) as fh:
             data = fh.read(limit + 1)
     except Exception as exc:  # zipfile, zlib, bz2 and lzma each raise their own errors
-        raise Unreadable(
+        raise _structural(
             f"cannot read member {name!r}: {_brief(exc)}", member=archive.where(name)
         ) from None
     if len(data) > limit:
@@ -261,9 +262,16 @@ def head(archive: Archive, name: str, n: int = 8) -> bytes:
         with archive.zf.open(info) as fh:
             return fh.read(n)
     except Exception as exc:
-        raise Unreadable(
+        raise _structural(
             f"cannot read member {name!r}: {_brief(exc)}", member=archive.where(name)
         ) from None
+
+
+def _structural(reason: str, member: str | None = None) -> Unreadable:
+    """A refusal of the zip's structure or bytes (a bad CRC, a broken record)."""
+    exc = Unreadable(reason, member)
+    exc.structural = True
+    return exc
 
 
 def _brief(exc: BaseException) -> str:
@@ -311,9 +319,16 @@ def scan_archive(
             strict = False  # storages unknown: stray bytes that look like pickles are noise
             continue
         try:
-            obj, keys = load_inert_keys(read_member(archive, name), policy, True)
+            obj, keys = _load_checked(read_member(archive, name), policy, result)
         except Unreadable:
             raise
+        except _Unlisted as exc:  # the unpickler and the scan read different programs
+            detail = (
+                f"cannot follow the pickle: unpickling it imports {exc}, which its scan never met"
+            )
+            report.issues.append(PickleIssue(archive.where(name), None, detail, "stream"))
+            strict = False
+            continue
         except Exception:  # reported by the format's loader, which reads it again
             strict = False
             continue
@@ -332,10 +347,46 @@ def scan_archive(
             _scan_nested(archive, name, policy, report, depth)
         elif name in forced:
             _scan_loaded_stream(archive, name, policy, report)
-        elif is_pickle(magic) or lower.endswith(PICKLE_NAMES) or "/pickle" in lower:
-            named = lower.endswith(PICKLE_NAMES) or "/pickle" in lower
+        elif is_pickle(magic) or _pickle_name(lower):
+            named = _pickle_name(lower)
             _scan_pickle(archive, name, policy, report, quiet=not (strict or named))
     return report
+
+
+def _pickle_name(lower: str) -> bool:
+    """A member named as a pickle: ``*.pkl``, ``debug_pkl``, or a member called ``pickle``
+    (not a source file such as ``code/__torch__/pickle_utils.py``)."""
+    return lower.endswith(PICKLE_NAMES) or lower.rsplit("/", 1)[-1] == "pickle"
+
+
+class _Unlisted(Exception):
+    pass
+
+
+class _CheckedUnpickler(InertUnpickler):
+    """The inert read held to its scan: every global it meets must be one the scan listed."""
+
+    def __init__(self, stream: BinaryIO, policy: Policy, class_stubs: bool, listed: set[str]):
+        super().__init__(stream, policy, class_stubs)
+        self._listed = listed
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (
+            resolve(module, name, 2) not in self._listed
+            and resolve(module, name, 5) not in self._listed
+        ):
+            raise _Unlisted(f"{module}.{name}"[:200])
+        return super().find_class(module, name)
+
+
+def _load_checked(data: bytes, policy: Policy, result: ScanResult) -> tuple[Any, set[str]]:
+    """Read a scanned main pickle inertly, to learn its storage keys. Class stand-ins only
+    where the scan allowed classes; a global the scan did not list stops the read: a second
+    line of defence should the two readers ever see different programs."""
+    unpickler = _CheckedUnpickler(
+        io.BytesIO(data), policy, bool(result.issues), set(result.globals)
+    )
+    return unpickler.load(), unpickler.storage_keys
 
 
 def _scan_pickle(

@@ -12,6 +12,9 @@ class Unreadable(Exception):
         self.reason = line if len(line) <= 400 else line[:399] + "…"  # names come from the file
         self.member = member
         self.hint = hint
+        # the zip's structure or bytes, which readers take differently (modelgate.loaders.archive):
+        # every entry of such a file is scanned before the refusal stands (zip_salvage)
+        self.structural = False
 
 
 class NeedsExtra(Unreadable):

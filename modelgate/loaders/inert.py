@@ -1,11 +1,20 @@
 """The inert unpickler: a pickle rebuilt as stand-ins that run nothing.
 
 :func:`load_inert` unpickles with a ``find_class`` that never imports anything: every global
-becomes an inert stub (:class:`Stub`, :class:`TensorStub`, ...). Even a global the scanner
-(:mod:`modelgate.loaders.pickle_scan`) missed cannot run: there is nothing real to call.
+becomes an inert stand-in. Even a global the scanner (:mod:`modelgate.loaders.pickle_scan`)
+missed cannot run: there is nothing real to call. Every stand-in is a type, as pickle wants
+of what ``NEWOBJ`` gets: a class the pickle names becomes a :class:`Stub` subclass, a function
+a :class:`_Callable` subclass whose calling (``REDUCE``) and instantiating (``NEWOBJ``) both
+build the same value (a :class:`TensorStub` for torch's rebuild functions, including sparse,
+quantized and nested tensors, else a :class:`_Record`). Stand-ins survive what pickle does to
+the values they stand for (``BUILD``, ``SETITEM(S)``, ``APPEND(S)``, ``ADDITEMS``), and the
+ones whose originals are hashable are hashable (a tensor or a device as a dict key).
 Persistent ids (torch storages) become :class:`StorageRef` records; no tensor bytes are read.
 Values the allow-list calls inert (:data:`~modelgate.loaders.allowlist.INERT`) are rebuilt as
 a dict, a list or a str of their shape, so that loaders can read what they hold.
+
+:class:`InertUnpickler` is CPython's C unpickler (what ``torch.load`` and ``pickle.load``
+run); :class:`PyInertUnpickler` is pickle's pure-Python one, which joblib extends.
 """
 
 from __future__ import annotations
@@ -14,7 +23,7 @@ import io
 import pickle
 from collections import OrderedDict
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
 from modelgate.loaders.allowlist import (
@@ -40,10 +49,14 @@ class StorageRef:
     numel: int
     location: str = "cpu"
 
+    def __setstate__(self, state: Any) -> None:
+        raise pickle.UnpicklingError("BUILD on a storage")
 
-@dataclass
+
+@dataclass(eq=False)  # hashed by identity, as torch tensors are (a set of tensors)
 class TensorStub:
-    """A tensor's metadata as the pickle describes it."""
+    """A tensor's metadata as the pickle describes it. A sparse, quantized or nested tensor
+    has the component tensors it is built from in ``parts`` (their storages are checked too)."""
 
     shape: tuple[int, ...]
     dtype: str
@@ -52,6 +65,11 @@ class TensorStub:
     stride: tuple[int, ...] | None = None
     parameter: bool = False
     requires_grad: bool = False
+    layout: str = "strided"  # sparse_coo, sparse_csr, ..., nested
+    parts: tuple[TensorStub, ...] = ()
+
+    def __setstate__(self, state: Any) -> None:
+        self.__dict__["state"] = state  # BUILD never rewrites shape or storage
 
 
 NUMPY_CODES = {
@@ -61,7 +79,7 @@ NUMPY_CODES = {
 }  # fmt: skip
 
 
-@dataclass
+@dataclass(eq=False)
 class NDArrayStub:
     """A numpy array's shape and dtype (its bytes are ignored)."""
 
@@ -81,7 +99,30 @@ class NDArrayStub:
                 self.dtype = NUMPY_CODES.get(code.lstrip("<>|="), code)
 
 
-class Stub:
+class _Fillable:
+    """What pickle does to the object it builds, recorded: BUILD (``__setstate__``),
+    SETITEM(S), APPEND(S) and ADDITEMS. A stand-in survives every opcode its original does."""
+
+    state: Any
+    items: list[Any]
+
+    def __setstate__(self, state: Any) -> None:
+        self.state = state
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        self.items.append((key, value))
+
+    def append(self, value: Any) -> None:
+        self.items.append(value)
+
+    def extend(self, values: Iterable[Any]) -> None:
+        self.items.extend(values)
+
+    def add(self, value: Any) -> None:  # ADDITEMS on something that is not a set
+        self.items.append(value)
+
+
+class Stub(_Fillable):
     """An instance of a class the pickle names; records its state, runs nothing."""
 
     _qualname = "?"
@@ -97,18 +138,6 @@ class Stub:
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         pass
-
-    def __setstate__(self, state: Any) -> None:
-        self.state = state
-
-    def __setitem__(self, key: Any, value: Any) -> None:
-        self.items.append((key, value))
-
-    def append(self, value: Any) -> None:
-        self.items.append(value)
-
-    def extend(self, values: Iterable[Any]) -> None:
-        self.items.extend(values)
 
     def __repr__(self) -> str:
         return f"<{self._qualname}>"
@@ -131,16 +160,25 @@ class Stub:
 
 
 class InertDict(dict):
-    """A dict-like value (Counter, defaultdict, Lightning's AttributeDict), rebuilt as a dict."""
+    """A dict-like value (Counter, defaultdict, Lightning's AttributeDict), rebuilt as a dict.
+    A defaultdict's factory is kept as ``default_factory`` (a stand-in: never called)."""
 
     _qualname = "?"
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
-        if args and isinstance(args[0], dict):  # Counter({...}); defaultdict(factory) is not
-            self.update(args[0])
+        first = args[0] if args else None
+        if isinstance(first, dict):  # Counter({...}), dict-like(mapping)
+            self.update(first)
+        elif first is not None:  # defaultdict(factory[, mapping])
+            self.__dict__["default_factory"] = first
+            if len(args) > 1 and isinstance(args[1], dict):
+                self.update(args[1])
 
     def __setstate__(self, state: Any) -> None:
         self.__dict__["state"] = state
+
+    def add(self, value: Any) -> None:
+        raise pickle.UnpicklingError(f"ADDITEMS on {self._qualname}")
 
     @property
     def qualname(self) -> str:
@@ -182,17 +220,19 @@ def _inert_base(name: str) -> type:
     return Stub
 
 
-class _StubCallable:
-    """A named function stand-in; calling it builds an inert record."""
+class _Callable:
+    """A named function stand-in. It is a type, as pickle wants of what NEWOBJ gets: calling
+    it (REDUCE, INST, OBJ) and instantiating it (NEWOBJ, ``cls.__new__``) both build the same
+    inert value, a tensor stub for torch's rebuild functions, else a :class:`_Record`."""
 
-    def __init__(self, name: str) -> None:
-        self.name = name
+    _qualname = "?"
 
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        return _call(self.name, args, kwargs)
+    def __new__(cls, *args: Any, **kwargs: Any) -> Any:
+        return _call(cls._qualname, args, kwargs)
 
-    def __repr__(self) -> str:
-        return f"<{self.name}>"
+
+def _is_callable(value: Any) -> bool:
+    return isinstance(value, type) and issubclass(value, _Callable)
 
 
 def _count(value: Any) -> bool:
@@ -224,18 +264,45 @@ def _stride(value: Any, rank: int) -> tuple[int, ...] | None:
     return tuple(value)
 
 
-def _call(name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-    short = name.rpartition(".")[2]
+def _tensors(values: Iterable[Any]) -> tuple[TensorStub, ...]:
+    return tuple(v for v in values if isinstance(v, TensorStub))
+
+
+def _dtype_of(value: Any, default: str) -> str:
+    return value.name if isinstance(value, _DType) else default
+
+
+def _sparse(args: tuple[Any, ...]) -> TensorStub:
+    """``_rebuild_sparse_tensor(layout, data)``: COO data is (indices, values, size[,
+    coalesced]); CSR, CSC, BSR and BSC data is (compressed, plain, values, size)."""
+    layout, data = (*args, None, None)[:2]
+    name = "sparse"
+    if isinstance(layout, _Record) and layout.args and isinstance(layout.args[0], str):
+        name = layout.args[0].removeprefix("torch.")  # _get_layout("torch.sparse_coo")
+    if not isinstance(data, tuple) or len(data) not in (3, 4):
+        raise pickle.UnpicklingError("_rebuild_sparse_tensor without its tensors")
+    coo = name == "sparse_coo"
+    values, size = (data[1], data[2]) if coo else (data[2], data[3])
+    if not isinstance(values, TensorStub):
+        raise pickle.UnpicklingError("_rebuild_sparse_tensor without a values tensor")
+    return TensorStub(_shape(size), values.dtype, layout=name, parts=_tensors(data))
+
+
+def _rebuild(short: str, args: tuple[Any, ...]) -> Any:
+    """torch._utils' rebuild functions, as tensor stubs (no bytes are read)."""
     if short in ("_rebuild_tensor", "_rebuild_tensor_v2", "_rebuild_tensor_v3", "_rebuild_qtensor"):
         if len(args) < 4 or not isinstance(args[0], StorageRef):
             raise pickle.UnpicklingError(f"{short} without a storage")
         storage = args[0]
         dtype = storage.dtype
-        if short == "_rebuild_tensor_v3" and len(args) > 6 and isinstance(args[6], _DType):
-            dtype = args[6].name
+        if short == "_rebuild_tensor_v3" and len(args) > 6:
+            dtype = _dtype_of(args[6], dtype)
         offset = args[1] if _count(args[1]) else 0
         shape = _shape(args[2])
-        return TensorStub(shape, dtype, storage, offset, _stride(args[3], len(shape)))
+        made = TensorStub(shape, dtype, storage, offset, _stride(args[3], len(shape)))
+        if short == "_rebuild_qtensor" and len(args) > 4 and isinstance(args[4], tuple):
+            made.parts = _tensors(args[4])  # per-channel scales and zero points
+        return made
     if short in ("_rebuild_parameter", "_rebuild_parameter_with_state"):
         data = args[0] if args else None
         if isinstance(data, TensorStub):
@@ -243,15 +310,54 @@ def _call(name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
             data.requires_grad = bool(args[1]) if len(args) > 1 else False
         return data
     if short == "_rebuild_meta_tensor_no_storage":
-        dtype = args[0].name if args and isinstance(args[0], _DType) else "float32"
+        dtype = _dtype_of(args[0] if args else None, "float32")
         return TensorStub(_shape(args[1]) if len(args) > 1 else (), dtype)
+    if short == "_rebuild_sparse_tensor":
+        return _sparse(args)
+    if short == "_rebuild_nested_tensor":  # (buffer, sizes, strides, storage offsets)
+        buffer = args[0] if args else None
+        if not isinstance(buffer, TensorStub):
+            raise pickle.UnpicklingError("_rebuild_nested_tensor without a buffer")
+        return TensorStub(buffer.shape, buffer.dtype, layout="nested", parts=_tensors(args))
+    if short == "_rebuild_wrapper_subclass":  # (cls, dtype, size, stride, offset, ...)
+        dtype = _dtype_of(args[1] if len(args) > 1 else None, "float32")
+        return TensorStub(_shape(args[2]) if len(args) > 2 else (), dtype)
+    if short in ("_rebuild_device_tensor_from_cpu_tensor", "_rebuild_device_tensor_from_numpy"):
+        data = args[0] if args else None  # (data, dtype, device, requires_grad)
+        if not isinstance(data, (TensorStub, NDArrayStub)):
+            raise pickle.UnpicklingError(f"{short} without a tensor")
+        dtype = _dtype_of(args[1] if len(args) > 1 else None, data.dtype)
+        return TensorStub(tuple(data.shape), dtype, parts=_tensors([data]))
+    return None
+
+
+def _reconstructor(args: tuple[Any, ...]) -> Any:
+    """``copyreg._reconstructor(cls, base, state)``: how protocols 0 and 1 pickle an instance
+    (``base.__new__(cls, state)``); the stand-in class is instantiated, nothing is called."""
+    cls, base, state = (*args, None, None, None)[:3]
+    if not (isinstance(cls, type) and issubclass(cls, (Stub, InertDict, InertList, InertStr))):
+        raise pickle.UnpicklingError(f"copyreg._reconstructor of {brief(cls)}")
+    base_name = getattr(base, "_qualname", "")
+    if base_name in ("builtins.dict", "builtins.list", "builtins.str"):
+        return cls(state) if state is not None else cls()
+    return cls.__new__(cls)
+
+
+def _call(name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    module, _, short = name.rpartition(".")
+    if module.startswith("torch"):
+        made = _rebuild(short, args)
+        if made is not None:
+            return made
     if short == "_rebuild_from_type_v2":
         func, _new_type, fargs = (*args, None, None, ())[:3]
-        if isinstance(func, _StubCallable) and isinstance(fargs, tuple):
+        if _is_callable(func) and isinstance(fargs, tuple):
             return func(*fargs)
         raise pickle.UnpicklingError("_rebuild_from_type_v2 with an unexpected function")
     if short in ("_reconstruct",):
         return NDArrayStub()
+    if name == "copyreg._reconstructor":
+        return _reconstructor(args)
     if short == "encode":  # _codecs.encode(str, "latin1"): bytes in protocol 2
         text = args[0] if args else ""
         return text.encode("latin-1", "replace") if isinstance(text, str) else b""
@@ -259,20 +365,25 @@ def _call(name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         return OrderedDict()
     if short in ("set", "frozenset"):
         items = args[0] if args else ()
-        return list(items) if isinstance(items, (list, tuple)) else []
+        items = list(items) if isinstance(items, (list, tuple)) else []
+        try:
+            return set(items) if short == "set" else frozenset(items)
+        except TypeError:  # a stand-in of something unhashable: keep the values
+            return items
     if short in ("Size",):
         return tuple(args[0]) if args and isinstance(args[0], (list, tuple)) else ()
     return _Record(name, args, kwargs)
 
 
-@dataclass
-class _Record:
+@dataclass(eq=False)  # hashed by identity: a record may be a dict key or a set member
+class _Record(_Fillable):
+    """What calling a function stand-in returned: its name and arguments."""
+
     name: str
     args: tuple[Any, ...]
     kwargs: dict[str, Any]
-
-    def __setstate__(self, state: Any) -> None:
-        self.state = state
+    state: Any = None
+    items: list[Any] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -280,11 +391,11 @@ class _DType:
     name: str
 
 
-class InertUnpickler(pickle.Unpickler):
-    """Unpickles into stubs. ``find_class`` never imports; storages are never read."""
+class _InertFinder:
+    """``find_class`` and ``persistent_load`` of both inert unpicklers: nothing is imported,
+    storages are never read."""
 
-    def __init__(self, stream: BinaryIO, policy: Policy, class_stubs: bool) -> None:
-        super().__init__(stream)
+    def _setup(self, policy: Policy, class_stubs: bool) -> None:
         self._policy = policy
         self._class_stubs = class_stubs
         self._classes: dict[str, type] = {}
@@ -304,11 +415,11 @@ class InertUnpickler(pickle.Unpickler):
         if self._policy.extra_allows(full):
             return self._class(full)  # the user's own classes: inert, whatever their use
         if self._policy.allows(full, "call"):
-            return _StubCallable(full)
+            return self._class(full, _Callable)
         if self._policy.allows(full, "class") or self._class_stubs:
             return self._class(full)
         if self._policy.allows(full, "ref"):
-            return _StubCallable(full)
+            return self._class(full, _Callable)
         raise pickle.UnpicklingError(f"global {full} is not allowed")
 
     def _class(self, full: str, base: type = Stub) -> type:
@@ -316,7 +427,8 @@ class InertUnpickler(pickle.Unpickler):
         if cls is None:
             if len(self._classes) > MAX_GLOBALS:
                 raise pickle.UnpicklingError("too many classes")
-            cls = type(base.__name__, (base,), {"_qualname": full})
+            name = full.rpartition(".")[2][:60] or base.__name__
+            cls = type(name if name.isidentifier() else base.__name__, (base,), {"_qualname": full})
             self._classes[full] = cls
         return cls
 
@@ -337,6 +449,24 @@ class InertUnpickler(pickle.Unpickler):
             self.storage_keys.add(str(pid))
             return StorageRef(str(pid), "uint8", 0)
         raise pickle.UnpicklingError(f"unknown persistent id {brief(pid)}")
+
+
+class InertUnpickler(_InertFinder, pickle.Unpickler):
+    """Unpickles into stubs with CPython's C unpickler (what ``torch.load`` and ``pickle.load``
+    run). ``find_class`` never imports; storages are never read."""
+
+    def __init__(self, stream: BinaryIO, policy: Policy, class_stubs: bool) -> None:
+        pickle.Unpickler.__init__(self, stream)
+        self._setup(policy, class_stubs)
+
+
+class PyInertUnpickler(_InertFinder, pickle._Unpickler):  # type: ignore[name-defined]
+    """The same with pickle's pure-Python unpickler, which joblib subclasses: its opcode
+    handlers (``dispatch``) can be extended the way joblib extends them."""
+
+    def __init__(self, stream: BinaryIO, policy: Policy, class_stubs: bool) -> None:
+        pickle._Unpickler.__init__(self, stream)  # type: ignore[attr-defined]
+        self._setup(policy, class_stubs)
 
 
 def load_inert(

@@ -3,7 +3,9 @@
 That is one pickle, or the legacy (pre-1.6) ``torch.save`` layout: five pickles back to back
 whose first, a magic number, says which. The scanner sees one pickle at a time; this module
 knows where the next one starts, and reads the first inertly (once it scanned clean) to tell
-the two layouts apart.
+the two layouts apart. Where one pickle's ``STOP`` ends, every reader starts the next: the
+scanner refuses a ``FRAME`` that runs past ``STOP`` (the C unpickler reading a ``BytesIO``
+takes the whole frame, and so starts the next pickle later than a linear reader would).
 """
 
 from __future__ import annotations

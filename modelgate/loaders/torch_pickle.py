@@ -8,20 +8,26 @@ the file's code, and no tensor bytes are read.
 
 from __future__ import annotations
 
+import io
 import math
+import pickletools
 import re
 from collections.abc import Iterator
 from typing import Any, BinaryIO
 
-from modelgate.graph import ITEMSIZE, Layer, ModelGraph, TensorInfo
+from modelgate.graph import ITEMSIZE, Layer, ModelGraph, PickleIssue, TensorInfo
 from modelgate.loaders.allowlist import Policy
 from modelgate.loaders.archive import Archive, scan_archive
 from modelgate.loaders.bounds import brief
 from modelgate.loaders.errors import Unreadable
 from modelgate.loaders.inert import NDArrayStub, StorageRef, Stub, TensorStub, load_inert
-from modelgate.loaders.pickle_scan import ScanResult
+from modelgate.loaders.pickle_scan import ScanResult, scan
 from modelgate.loaders.pickle_stream import LEGACY_MAGIC, scan_sequence
-from modelgate.loaders.weights_only import numpy_dtype_classes, torch_default_allows
+from modelgate.loaders.weights_only import (
+    WEIGHTS_ONLY_OPCODES,
+    numpy_dtype_classes,
+    torch_default_allows,
+)
 
 _MAX_OBJECTS = 2_000_000
 _STATE_DICT_KEYS = (
@@ -64,7 +70,8 @@ def load_zip(archive: Archive, graph: ModelGraph, policy: Policy) -> None:
             _training_arguments(results, graph)
             return
     _check_storages(obj, archive, graph)
-    _weights_only(results, obj, archive.where(archive.prefix + "data.pkl"), graph)
+    streams = [archive.read("data.pkl")] if (archive.size("data.pkl") or 0) <= _OPCODE_PROBE else []
+    _weights_only(results, obj, archive.where(archive.prefix + "data.pkl"), graph, streams)
     interpret(obj, graph)
 
 
@@ -94,7 +101,7 @@ def _check_storages(obj: Any, archive: Archive, graph: ModelGraph) -> None:
     """Every tensor must fit in a storage member of the declared size (a truncated or edited
     archive fails here, as torch.load would, without reading any tensor bytes)."""
     seen: dict[str, int] = {}
-    for name, t in iter_tensors(obj):
+    for name, t in stored_tensors(obj):
         ref = t.storage
         if ref is None:
             continue
@@ -150,6 +157,8 @@ def load_pickle_stream(fh: BinaryIO, size: int, graph: ModelGraph, policy: Polic
     graph.metadata["layout"] = "pickle"
     results: list[ScanResult] = []
     starts, ends, issues, incomplete = scan_sequence(fh, "pickle", policy, results)
+    if len(ends) == 1 and not incomplete and not any(i.usage == "stream" for i in issues):
+        issues = issues + _trailing(fh, size, ends[0], policy)
     graph.pickle_issues.extend(issues)
     if incomplete:
         raise Unreadable("pickle stream ends early (truncated file?)")
@@ -169,13 +178,39 @@ def load_pickle_stream(fh: BinaryIO, size: int, graph: ModelGraph, policy: Polic
         raise Unreadable("pickle nests too deeply") from None
     except Exception as exc:
         raise Unreadable(f"cannot unpickle ({_short(exc)})") from None
+    streams = []
+    if ends[-1] <= _OPCODE_PROBE:
+        fh.seek(0)
+        whole = fh.read(ends[-1])
+        streams = [whole[a:b] for a, b in zip(starts, ends, strict=True)]
     if legacy:
         _check_legacy_storages(fh, size, ends[4], obj, keys)
-        _weights_only(results, obj, "pickle", graph)
+        _weights_only(results, obj, "pickle", graph, streams)
         interpret(obj, graph)
     else:
-        _weights_only(results, first, "pickle", graph)
+        _weights_only(results, first, "pickle", graph, streams)
         interpret(first, graph)
+
+
+_MAX_TRAILING = 1000
+
+
+def _trailing(fh: BinaryIO, size: int, end: int, policy: Policy) -> list[PickleIssue]:
+    """Pickles after the first: ``pickle.load`` in a loop reads them (``torch.load`` does not).
+    Bytes that are no pickle end the loop; globals met before that count, as the unpickler
+    imports them before it fails."""
+    found: list[PickleIssue] = []
+    for index in range(2, _MAX_TRAILING + 2):
+        if end >= size:
+            break
+        result = scan(fh, f"pickle {index} (after the first)", policy, end)
+        found.extend(i for i in result.issues if i.usage != "stream")
+        if result.issues and any(i.usage == "stream" for i in result.issues):
+            break
+        if result.end <= end:
+            break
+        end = result.end
+    return found
 
 
 # ---------------------------------------------------------------------------------------------
@@ -187,12 +222,27 @@ _FILL_OPCODES = {"items": "SETITEM(S), which it allows only on dict, OrderedDict
                  "appends": "APPEND(S), which it allows only on list"}  # fmt: skip
 
 
-def _weights_only(results: list[ScanResult], obj: Any, member: str, graph: ModelGraph) -> None:
+def _weights_only(
+    results: list[ScanResult],
+    obj: Any,
+    member: str,
+    graph: ModelGraph,
+    streams: list[bytes] = (),  # type: ignore[assignment]
+) -> None:
     """Globals a clean pickle uses that ``torch.load(weights_only=True)`` rejects by default,
-    and containers it cannot fill even when they are allowed."""
+    and what it cannot load even when they are allowed: containers it cannot fill, opcodes
+    its unpickler does not read (``streams`` are the pickles' bytes)."""
     unsafe = {i.global_name for i in graph.pickle_issues}
     names: set[str] = set()
     blocked: dict[str, str] = {}
+    for data in streams:
+        opcode = unsupported_opcode(data)
+        if opcode is not None:
+            blocked.setdefault(
+                f"opcode {opcode}",
+                "is not one its unpickler reads (it reads the opcodes of pickle protocol 2 "
+                "that torch.save writes by default)",
+            )
     for result in results:
         names.update(result.globals)
         for name, kinds in result.filled.items():
@@ -208,6 +258,23 @@ def _weights_only(results: list[ScanResult], obj: Any, member: str, graph: Model
             "needs": sorted(needs),
             "blocked": dict(sorted(blocked.items())),
         }
+
+
+_OPCODE_PROBE = 64 * 1024 * 1024  # pickles larger than this are not walked for opcodes
+
+
+def unsupported_opcode(data: bytes) -> str | None:
+    """The first opcode of ``data`` that torch's weights_only unpickler refuses ("Unsupported
+    operand"), or None."""
+    try:
+        for opcode, _arg, _pos in pickletools.genops(io.BytesIO(data)):
+            if opcode.name not in WEIGHTS_ONLY_OPCODES:
+                return opcode.name
+            if opcode.name == "STOP":
+                return None
+    except Exception:  # the scanner reports streams it cannot follow
+        return None
+    return None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -278,7 +345,7 @@ def _check_legacy_storages(fh: BinaryIO, size: int, end: int, obj: Any, keys: An
     if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
         raise Unreadable("legacy torch.save file: storage key list is malformed")
     refs: dict[str, StorageRef] = {}
-    for _, t in iter_tensors(obj):
+    for _, t in stored_tensors(obj):
         if t.storage is not None:
             refs.setdefault(t.storage.key, t.storage)
     pos = end
@@ -325,6 +392,17 @@ def iter_tensors(obj: Any, prefix: str = "") -> Iterator[tuple[str, TensorStub]]
         seen.add(id(item))
         for key, child in _children(item):
             stack.append((f"{path}.{key}" if path else str(key), child))
+
+
+def stored_tensors(obj: Any) -> Iterator[tuple[str, TensorStub]]:
+    """:func:`iter_tensors` and the tensors a sparse, quantized or nested tensor is built from
+    (indices, values, scales): every tensor whose storage the file must hold."""
+    for name, tensor in iter_tensors(obj):
+        stack = [(name, tensor)]
+        while stack:
+            path, t = stack.pop()
+            yield path, t
+            stack.extend((f"{path}.<part {i}>", p) for i, p in enumerate(t.parts))
 
 
 def _children(item: Any) -> list[tuple[Any, Any]]:
@@ -390,8 +468,14 @@ def interpret(obj: Any, graph: ModelGraph) -> None:
             _read_training_state(obj, "; ".join(nested), graph)
             return
         kind = type(obj).__name__ if not isinstance(obj, Stub) else obj.qualname
-        held = "tensors" if any(True for _ in iter_tensors(obj)) else "no tensors"
-        raise Unreadable(f"not a model: the pickle holds a {kind} with {held} and no state dict")
+        tensors = dict(iter_tensors(obj))
+        if not tensors:
+            raise Unreadable(f"not a model: the pickle holds a {kind} with no tensors")
+        # tensors in a list, a tuple or any other container: weights without a state dict
+        graph.format = "tensor_container"
+        graph.metadata["container"] = kind
+        _read_state_dict({name or "tensor": t for name, t in sorted(tensors.items())}, graph)
+        return
     where, model = found
     graph.format = "checkpoint"
     graph.metadata["state_dict_key"] = where
@@ -481,6 +565,12 @@ def _read_state_dict(tensors: dict[str, Any], graph: ModelGraph) -> None:
     for name, t in tensors.items():
         kind = "buffer" if name.endswith(_BUFFER_SUFFIXES) else "parameter"
         graph.tensors[name] = _info(name, t, kind)
+        layout = getattr(t, "layout", "strided")
+        if layout != "strided":
+            graph.notes.append(
+                f"{name}: a {layout.replace('_', ' ')} tensor, counted by its logical shape "
+                f"{tuple(t.shape)}"
+            )
     infer_layers(graph)
 
 

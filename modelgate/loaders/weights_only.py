@@ -24,6 +24,19 @@ _TORCH_DEFAULT = frozenset(
         "torch.storage.UntypedStorage",
     }
 )  # fmt: skip
+# The opcodes torch's weights_only unpickler reads (torch 2.13's _weights_only_unpickler.load;
+# a test compares the two): protocol 2's, without the text opcodes of protocols 0 and 1 or
+# FRAME, ADDITEMS, FROZENSET, MEMOIZE and STACK_GLOBAL of protocol 4. Anything else is
+# "Unsupported operand", whatever add_safe_globals allows.
+WEIGHTS_ONLY_OPCODES = frozenset(
+    {
+        "GLOBAL", "NEWOBJ", "REDUCE", "BUILD", "APPEND", "APPENDS", "SETITEM", "SETITEMS",
+        "MARK", "TUPLE", "TUPLE1", "TUPLE2", "TUPLE3", "NONE", "NEWFALSE", "NEWTRUE",
+        "EMPTY_TUPLE", "EMPTY_LIST", "EMPTY_DICT", "EMPTY_SET", "BININT", "BININT1", "BININT2",
+        "BINFLOAT", "BINUNICODE", "SHORT_BINSTRING", "BINPERSID", "BINGET", "LONG_BINGET",
+        "BINPUT", "LONG_BINPUT", "LONG1", "PROTO", "STOP",
+    }
+)  # fmt: skip
 _TENSOR_TYPES = ("BFloat16", "Bool", "Byte", "Char", "Double", "Float", "Half", "Int", "Long",
                  "Short")  # fmt: skip
 _DTYPE_ALIASES = frozenset({"float", "double", "half", "long", "int", "short", "cfloat", "cdouble"})

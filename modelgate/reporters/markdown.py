@@ -203,7 +203,7 @@ def _overview(report: Report) -> list[str]:
         row = [
             MARK[model.passed],
             code(model.path),
-            text(model.format.replace("_", " ")),
+            text(model.kind),
             number(m["size_mb"]) if "size_mb" in m else "",
         ]
         if with_base:
@@ -340,7 +340,7 @@ def _plain(label: str) -> str:
 
 def _model_section(model: ModelReport) -> list[str]:
     m = model.metrics
-    facts = [text(model.format.replace("_", " "))]
+    facts = [text(model.kind)]
     if _is_number(m.get("size_mb")):
         facts.append(human_bytes(m["size_mb"] * 1e6))
     if _is_number(m.get("parameters")):

@@ -17,7 +17,7 @@ def _paint(text: str, style: str, color: bool) -> str:
 
 def _header(model: ModelReport, color: bool) -> str:
     m = model.metrics
-    bits = [model.format.replace("_", " ")]
+    bits = [model.kind]
     if "file_mb" in m:
         bits.append(
             f"{m['file_mb']:.1f} MB" if m["file_mb"] >= 0.1 else f"{m['file_mb'] * 1000:.0f} kB"
