@@ -86,7 +86,7 @@ class BuildPlan:
         if self.kind == "recipe" and self.recipe is not None:
             return f"recipe {self.recipe.build}"
         if self.kind == "huggingface":
-            return "transformers, from config.json"
+            return "transformers from config.json"
         return "its allowed classes (pickle.allow)"
 
 

@@ -91,6 +91,38 @@ def build_corpus(folder: Path, marker: Path) -> list[Seed]:
     evil.write_bytes(_with_members(seeds[0].path.read_bytes(), {"extra.pkl": payload}))
     seeds.append(Seed("hostile_zip", evil, "zip"))
     seeds.append(Seed("hostile_stream", f.raw(payload, "evil.pkl"), "stream"))
+    seeds += _pickle_carriers(folder, payload)
+    return seeds
+
+
+def _pickle_carriers(folder: Path, payload: bytes) -> list[Seed]:
+    """The formats that carry pickles (issue 12): NumPy .npy / .npz, an object array whose
+    pickle is the payload, joblib raw and compressed."""
+    import io
+
+    import numpy as np
+
+    weights = np.arange(64, dtype=np.float32).reshape(8, 8)
+    np.save(folder / "w.npy", weights)
+    np.savez_compressed(folder / "w.npz", w=weights, b=np.ones(8, np.float32))
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(
+        header, {"descr": "|O", "fortran_order": False, "shape": (1,)}
+    )
+    (folder / "evil.npy").write_bytes(b"\x93NUMPY\x01\x00" + header.getvalue()[8:] + payload)
+    seeds = [
+        Seed("numpy", folder / "w.npy", "stream"),
+        Seed("npz", folder / "w.npz", "zip"),
+        Seed("hostile_npy", folder / "evil.npy", "stream"),
+    ]
+    try:
+        import joblib
+    except ImportError:  # a dev dependency; the other seeds still run
+        return seeds
+    joblib.dump({"coef": weights, "bias": np.ones(8)}, folder / "m.joblib")
+    joblib.dump({"coef": weights}, folder / "mz.joblib", compress=3)
+    seeds += [Seed("joblib", folder / "m.joblib", "stream"),
+              Seed("joblib_zlib", folder / "mz.joblib", "stream")]  # fmt: skip
     return seeds
 
 

@@ -685,7 +685,7 @@ def test_a_hugging_face_folder_gets_the_mg003_findings_of_its_real_conversion(
     code, model = bert_checked[checked]
     outcome = bert_programs["real"][real]
     built = model["metrics"]["built"]
-    assert built["ok"] is True and built["by"] == "transformers, from config.json"
+    assert built["ok"] is True and built["by"] == "transformers from config.json"
     names = [i["name"] for i in built["inputs"]]
     assert names == (["input_ids", "attention_mask"] if checked == "default" else ["input_ids"])
     assert all(i["shape"] == [1, 128] and i["dtype"] == "int64" for i in built["inputs"])
@@ -699,4 +699,4 @@ def test_a_hugging_face_folder_gets_the_mg003_findings_of_its_real_conversion(
         (mg101,) = [f for f in model["findings"] if f["rule"] == "MG101"]
         assert "new_ones" in mg101["message"]
     notes = [n for n in model["notes"] if n.startswith("built from")]
-    assert notes and "with transformers, from config.json" in notes[0]
+    assert notes and "with transformers from config.json" in notes[0]
