@@ -314,7 +314,9 @@ def scan_picklescan(bindir: Path, path: str, cwd: Path, timeout: float) -> PeerR
         return PeerResult("unsafe", _join(found), secs)
     if done.returncode != 0 or "Dangerous" not in counts:
         said = [ln for ln in done.stdout.splitlines() if ln.startswith("ERROR")]
-        why = said[0] if said else _last_line(done.stdout + done.stderr)
+        why = (said[0] if said else _last_line(done.stdout + done.stderr)).replace(
+            path, os.path.basename(path)
+        )
         return PeerResult("error", f"exit {done.returncode}: {why}"[:200], secs)
     scanned = re.search(r"^Scanned files: (\d+)", done.stdout, re.M)
     if scanned and scanned.group(1) == "0":
@@ -517,7 +519,8 @@ def render_peers(summary: dict, info: dict) -> str:
             out.append(f"{t} false alarms: {', '.join(summary['false_alarms'][t])}")
     ran = summary.get("ran_payloads", [])
     out.append(f"payloads run by the peers: {len(ran)}" + "".join(f"\n  !! {n}" for n in ran))
-    out.append(f"caught only by modelgate: {len(summary['caught_only_by_modelgate'])}")
+    only = summary["caught_only_by_modelgate"]
+    out.append(f"caught only by modelgate: {len(only)}" + (f": {', '.join(only)}" if only else ""))
     if summary["caught_by_nobody"]:
         out.append(f"caught by no tool: {', '.join(summary['caught_by_nobody'])}")
     for name, tools in summary["caught_by_a_peer_not_modelgate"].items():
