@@ -80,6 +80,17 @@ def test_synthetic_inputs_are_seeded() -> None:
     assert first[0][1].min() >= 0 and first[0][1].max() < 10
 
 
+def test_an_attention_mask_is_all_ones_and_token_ids_stay_small() -> None:
+    """Integers 0-9 in a mask make a transformer's additive mask overflow to inf."""
+    specs = [((1, 16), "int64"), ((1, 16), "int64"), ((1, 16), "float32")]
+    names = ["input_ids", "attention_mask", "mask_like_but_float"]
+    (sample,) = measure.synthetic_inputs(specs, 1, seed=0, names=names)
+    ids, mask, floats = sample
+    assert np.array_equal(mask, np.ones((1, 16), np.int64))
+    assert ids.min() >= 0 and ids.max() < 10 and len(set(ids.ravel())) > 1
+    assert floats.dtype == np.float32 and len(set(floats.ravel())) > 1  # only integer masks
+
+
 def test_latency_median_p90_and_noise() -> None:
     pauses = iter([0.0] * 2 + [0.002] * 8 + [0.02] * 2)
     result = measure.latency(lambda: time.sleep(next(pauses)), warmup=2, runs=10)
