@@ -149,7 +149,9 @@ def converted(repo: Path) -> dict[str, dict]:
 
 
 def _rules(model: dict) -> list[str]:
-    return [f["rule"] for f in model["findings"]]
+    """The rules that fired, but MG104: a warning that the latency was noisy depends on how
+    busy the machine was while timing, not on the model."""
+    return [f["rule"] for f in model["findings"] if f["rule"] != "MG104"]
 
 
 def test_a_state_dict_gets_graph_rules_at_the_model_code_and_a_core_ml_conversion(
@@ -158,7 +160,7 @@ def test_a_state_dict_gets_graph_rules_at_the_model_code_and_a_core_ml_conversio
     model = converted["checkpoints/net.pth"]
     assert model["format"] == "state_dict"
     assert _rules(model) == ["MG001"]
-    (finding,) = model["findings"]
+    (finding,) = [f for f in model["findings"] if f["rule"] == "MG001"]
     assert finding["location"]["module"] == "head"
     assert finding["location"]["source"]["file"] == "models/net.py"
     assert finding["location"]["source"]["line"] == HEAD_LINE
