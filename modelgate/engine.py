@@ -139,6 +139,12 @@ def _build(
             f"not built ({plan.label} applies): --static reads the file's metadata only"
         )
         return None
+    if plan.kind == "huggingface" and plan.recipe is None and not _installed("transformers"):
+        graph.notes.append(
+            "a Hugging Face folder: install modelgate-lint[hf] (transformers) to build it from "
+            "its config.json and check it as a model"
+        )
+        return None
 
     def specs(given: tuple[InputSpec, ...]) -> tuple[tuple[str, tuple[int, ...], str], ...]:
         return tuple((g.name or f"input_{i}", g.shape, g.dtype) for i, g in enumerate(given))
@@ -152,12 +158,6 @@ def _build(
     from modelgate.checks import build
 
     left = max(config.timeout - (time.monotonic() - started) - 10.0, 1.0)
-    if plan.kind == "huggingface" and plan.recipe is None and not _installed("transformers"):
-        graph.notes.append(
-            "a Hugging Face folder: install modelgate-lint[hf] (transformers) to build it from "
-            "its config.json and check it as a model"
-        )
-        return None
     result = build.build(plan, left, config.checks.isolation.memory_mb)
     graph.build = result
     if result.refused:

@@ -36,7 +36,6 @@ from typing import Any
 from modelgate.globs import glob_match
 from modelgate.graph import ModelGraph
 
-KINDS = ("recipe", "huggingface", "pickled_module")
 # formats whose file holds weights that a recipe can fill
 WEIGHT_FORMATS = ("state_dict", "checkpoint", "safetensors", "sharded")
 _CALLABLE = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$")
@@ -69,7 +68,7 @@ class Recipe:
 class BuildPlan:
     """What the child builds for one file, handed to :mod:`modelgate.checks.build`."""
 
-    kind: str  # one of KINDS
+    kind: str  # recipe | huggingface | pickled_module
     path: str  # the file whose weights are loaded (the index of a sharded checkpoint)
     root: str  # the repository folder put first on sys.path (the config's folder)
     format: str  # the file's format as the loader read it

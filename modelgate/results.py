@@ -31,8 +31,6 @@ class BuildResult:
     folder: str | None = None  # a temporary folder the engine removes
     stage: str | None = None  # where it stopped
     error: str | None = None
-    detail: str = ""
-    kind_of_failure: str | None = None  # error | timeout | crash | memory (a child that died)
     # not built, and not a finding: a folder that only looks like a Hugging Face model
     # (transformers missing, a model type it does not know, no default inputs of its kind)
     refused: bool = False

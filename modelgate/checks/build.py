@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import fnmatch
 import importlib
-import json
 import os
 import re
 import sys
@@ -25,12 +24,11 @@ import tempfile
 from typing import Any
 
 from modelgate.checks import isolate
+from modelgate.checks.plan import TORCH_EXPORT
 from modelgate.recipes import BuildPlan
 from modelgate.results import BuildResult
 
-_SHOWN = 8  # keys listed per kind in a mismatch
 _TORCH_NN = re.compile(r"^torch\.nn\.(modules\.)?[\w.]+$")
-_TORCH_EXPORT = ("torch", "torch.export", "torch._export.serde.serialize", "torch.export._trace")
 
 
 def build(plan: BuildPlan, timeout: float, memory_mb: int | None) -> BuildResult:
@@ -38,7 +36,7 @@ def build(plan: BuildPlan, timeout: float, memory_mb: int | None) -> BuildResult
     caller removes). The result says what was built from what, or why nothing was."""
     folder = tempfile.mkdtemp(prefix="modelgate-build-")
     out = os.path.join(folder, "model.pt2")
-    missing = isolate.preload(_TORCH_EXPORT)
+    missing = isolate.preload(("torch", "torch.export", *TORCH_EXPORT))
     result = BuildResult(plan.kind, plan.label, folder=folder)
     if missing:
         result.error = f"{missing[0]} is not installed: pip install 'modelgate-lint[torch]'"
@@ -57,8 +55,6 @@ def build(plan: BuildPlan, timeout: float, memory_mb: int | None) -> BuildResult
     if outcome.failure is not None:
         result.error = outcome.failure.reason
         result.stage = (outcome.failure.stage or "").split(": ", 1)[-1] or None
-        result.detail = outcome.failure.detail[-1500:]
-        result.kind_of_failure = outcome.failure.kind
     elif done.get("ok") and os.path.isfile(out):
         result.ok = True
         result.pt2 = out
@@ -106,8 +102,6 @@ def _build(emit: Any, stage: Any, plan: BuildPlan, out: str) -> None:
     torch.manual_seed(0)
     if plan.root not in sys.path:
         sys.path.insert(0, plan.root)  # the repository's own modules, as its tests see them
-    args: tuple[Any, ...] = ()
-    kwargs: dict[str, Any] = {}
     notes: list[str] = []
     if plan.kind == "huggingface":
         from modelgate.checks import hf_build, hf_folder
@@ -129,14 +123,13 @@ def _build(emit: Any, stage: Any, plan: BuildPlan, out: str) -> None:
         if any(keys.values()):
             _stop(emit, "loading the weights", "the weights do not fit the architecture")
             return
-        module, notes = built.module, list(built.notes)
-        args, kwargs = tuple(built.args), dict(built.kwargs)
-        used = list(built.inputs_used)
-        if kwargs:  # positional, as modelgate's steps call an exported program
+        module, notes, used = built.module, list(built.notes), list(built.inputs_used)
+        args = tuple(built.args)
+        if built.kwargs:  # positional, as modelgate's steps call an exported program
             names = [str(i["name"]) for i in used]
             module = _positional(module, names)
-            given = dict(zip(names, (*args, *kwargs.values()), strict=True))
-            args, kwargs = tuple(given[n] for n in names), {}
+            given = {**dict(zip(names, args, strict=False)), **built.kwargs}  # args lead
+            args = tuple(given[n] for n in names)
     else:
         if plan.kind == "recipe":
             stage(f"calling {plan.recipe.build if plan.recipe else '?'}")
@@ -161,7 +154,7 @@ def _build(emit: Any, stage: Any, plan: BuildPlan, out: str) -> None:
         used = [{"name": n, "shape": list(s), "dtype": d} for n, s, d in plan.inputs]
     module.eval()
     stage("exporting with torch.export")
-    program = torch.export.export(module, args, kwargs or None)
+    program = torch.export.export(module, args)
     stage("saving the exported program")
     torch.export.save(program, out)
     emit("build", {"ok": True, "inputs": used, "notes": notes})
@@ -259,8 +252,9 @@ def _state_dict(plan: BuildPlan) -> dict[str, Any]:
     """The checkpoint's tensors by key, from wherever the weights sit in it."""
     path, fmt = plan.path, plan.format
     if fmt.startswith("sharded"):
-        with open(path, encoding="utf-8") as fh:
-            shards = sorted(set(json.load(fh)["weight_map"].values()))
+        from modelgate.loaders.sharded import read_index
+
+        _, shards = read_index(path)
         merged: dict[str, Any] = {}
         for shard in shards:
             merged.update(_read_file(os.path.join(os.path.dirname(path), shard), plan))
